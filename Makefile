@@ -1,0 +1,40 @@
+# One entry point for students, instructors and CI.
+#   make book   create .venv, fetch the face model, install the offline web assets, build the book
+#   make test   everything `make book` does, then the test suite (unit, chapters, browser)
+# Offline: set DUALFACE_SFM_DIR to a folder that holds the Surrey Face Model files.
+
+PY      ?= python3.11
+VENV    ?= .venv
+BIN     := $(VENV)/bin
+PYTEST_ARGS ?=
+
+.PHONY: env model assets book test bench clean
+
+env: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e ".[book,test]"
+	touch $@
+
+model: env
+	$(BIN)/python data_scripts/fetch_sfm.py
+
+assets: node_modules/.installed
+
+node_modules/.installed: package.json package-lock.json
+	npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
+book: env model assets
+	$(BIN)/jupyter-book build . --builder html
+
+test: book
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+bench: env model
+	$(BIN)/python benchmarks/bench_render.py
+
+clean:
+	rm -rf _build

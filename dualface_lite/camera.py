@@ -1,0 +1,175 @@
+"""Cameras: how a face in its object frame lands on the pixels of a photo.
+
+One convention is used everywhere in the kit.
+
+Object frame
+    The Surrey Face Model's own frame, in millimetres: x towards the subject's
+    left (the viewer's right in a frontal photo), y up, z out of the face
+    (the nose tip has the largest z).
+
+View frame
+    ``X_view = R @ X_object + t``. The axes are those of OpenGL: x right, y up,
+    and the camera looks along -z, so a point in front of a perspective camera
+    has ``z_view < 0``. Its *depth* is ``-z_view`` (mm, positive in front).
+
+Pixels
+    ``u`` grows to the right and ``v`` downwards; the centre of the pixel in
+    row ``i`` and column ``j`` is ``(u, v) = (j, i)``. Landmarks, the
+    rasterizer and colour sampling all use this.
+
+Two projections (``Camera.kind``):
+
+* ``"perspective"``: ``u = cx + f * x / (-z)``, ``v = cy - f * y / (-z)``
+  with the focal length ``f`` in pixels.
+* ``"orthographic"`` (scaled orthographic, the weak-perspective camera of
+  landmark fitting): ``u = cx + s * x``, ``v = cy - s * y`` with ``s`` in
+  pixels per millimetre; ``t[2]`` only sets depths.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+
+import numpy as np
+
+__all__ = ["Camera", "rotation_matrix", "euler_angles", "perspective_camera", "orthographic_camera"]
+
+
+def rotation_matrix(yaw: float = 0.0, pitch: float = 0.0, roll: float = 0.0) -> np.ndarray:
+    """Rotation (3, 3) from angles in degrees: ``R = Rz(roll) @ Rx(pitch) @ Ry(yaw)``.
+
+    Positive yaw (about +y) turns the nose towards the viewer's right, positive
+    pitch (about +x) tips the nose down, positive roll (about +z) turns the face
+    counter-clockwise in the image.
+    """
+    a, b, c = np.deg2rad([yaw, pitch, roll])
+    ry = np.array([[np.cos(a), 0, np.sin(a)], [0, 1, 0], [-np.sin(a), 0, np.cos(a)]])
+    rx = np.array([[1, 0, 0], [0, np.cos(b), -np.sin(b)], [0, np.sin(b), np.cos(b)]])
+    rz = np.array([[np.cos(c), -np.sin(c), 0], [np.sin(c), np.cos(c), 0], [0, 0, 1]])
+    return rz @ rx @ ry
+
+
+def euler_angles(R: np.ndarray) -> tuple[float, float, float]:
+    """Inverse of :func:`rotation_matrix`: (yaw, pitch, roll) in degrees."""
+    R = np.asarray(R, dtype=np.float64)
+    if R.shape != (3, 3):
+        raise ValueError(f"R must have shape (3, 3), got {R.shape}")
+    # R = Rz Rx Ry: R[2,1] = sin(pitch)
+    pitch = np.arcsin(np.clip(R[2, 1], -1.0, 1.0))
+    yaw = np.arctan2(-R[2, 0], R[2, 2])
+    roll = np.arctan2(-R[0, 1], R[1, 1])
+    return tuple(float(x) for x in np.rad2deg([yaw, pitch, roll]))
+
+
+def _as_points(X, name: str = "points") -> np.ndarray:
+    X = np.asarray(X)
+    if X.ndim != 2 or X.shape[1] != 3:
+        raise ValueError(f"{name} must have shape (N, 3), got {X.shape}")
+    if not np.all(np.isfinite(X)):
+        raise ValueError(f"{name} contains NaN or infinite values")
+    return X
+
+
+@dataclass
+class Camera:
+    """A posed camera: rotation ``R`` and translation ``t`` (object -> view, mm),
+    a projection ``kind`` with its ``focal`` (px for perspective, px/mm for
+    orthographic), a principal point ``center`` (px) and an image size."""
+
+    R: np.ndarray
+    t: np.ndarray
+    focal: float
+    width: int
+    height: int
+    kind: str = "perspective"
+    center: np.ndarray = field(default=None)
+
+    def __post_init__(self):
+        self.R = np.asarray(self.R, dtype=np.float64)
+        self.t = np.asarray(self.t, dtype=np.float64).reshape(-1)
+        if self.R.shape != (3, 3):
+            raise ValueError(f"R must have shape (3, 3), got {self.R.shape}")
+        if not np.allclose(self.R @ self.R.T, np.eye(3), atol=1e-5) or np.linalg.det(self.R) < 0:
+            raise ValueError("R must be a rotation matrix (orthonormal, det +1)")
+        if self.t.shape != (3,):
+            raise ValueError(f"t must have shape (3,), got {self.t.shape}")
+        if self.kind not in ("perspective", "orthographic"):
+            raise ValueError(f"kind must be 'perspective' or 'orthographic', got {self.kind!r}")
+        if not (np.isfinite(self.focal) and self.focal > 0):
+            raise ValueError(f"focal must be a positive number, got {self.focal}")
+        if int(self.width) <= 0 or int(self.height) <= 0:
+            raise ValueError(f"width and height must be positive, got {self.width}x{self.height}")
+        self.width, self.height = int(self.width), int(self.height)
+        if self.center is None:
+            self.center = np.array([(self.width - 1) / 2.0, (self.height - 1) / 2.0])
+        self.center = np.asarray(self.center, dtype=np.float64).reshape(2)
+
+    # -- frames -------------------------------------------------------------
+    def to_view(self, X) -> np.ndarray:
+        """Object-frame points (N, 3) -> view-frame points (N, 3)."""
+        X = _as_points(X)
+        return X.astype(np.float64) @ self.R.T + self.t
+
+    def depth(self, X) -> np.ndarray:
+        """Depth (N,) in mm along the viewing direction (positive in front)."""
+        return -self.to_view(X)[:, 2]
+
+    def project_view(self, V: np.ndarray) -> np.ndarray:
+        """View-frame points (N, 3) -> pixels (N, 2)."""
+        V = np.asarray(V, dtype=np.float64)
+        if self.kind == "perspective":
+            w = -V[:, 2]
+            if np.any(w <= 1e-9):
+                raise ValueError("some points are behind or on the perspective camera (depth <= 0)")
+            s = self.focal / w
+            return np.stack([self.center[0] + s * V[:, 0], self.center[1] - s * V[:, 1]], axis=1)
+        return np.stack([self.center[0] + self.focal * V[:, 0], self.center[1] - self.focal * V[:, 1]], axis=1)
+
+    def project(self, X) -> np.ndarray:
+        """Object-frame points (N, 3) -> pixel coordinates (N, 2): ``(u, v)``."""
+        return self.project_view(self.to_view(X))
+
+    def view_direction(self, X) -> np.ndarray:
+        """Unit vectors (N, 3) in the *object* frame from each point towards the camera."""
+        X = _as_points(X).astype(np.float64)
+        if self.kind == "orthographic":
+            d = np.broadcast_to(self.R.T @ np.array([0.0, 0.0, 1.0]), X.shape)
+            return np.array(d)
+        eye = -self.R.T @ self.t  # camera centre in the object frame
+        d = eye - X
+        return d / np.linalg.norm(d, axis=1, keepdims=True)
+
+    def with_pose(self, R=None, t=None) -> "Camera":
+        """A copy with another pose."""
+        return replace(self, R=self.R if R is None else R, t=self.t if t is None else t)
+
+    @property
+    def angles(self) -> tuple[float, float, float]:
+        """(yaw, pitch, roll) of ``R`` in degrees."""
+        return euler_angles(self.R)
+
+
+def perspective_camera(width: int = 224, height: int = 224, fov: float = 12.0, distance: float = 1200.0,
+                       yaw: float = 0.0, pitch: float = 0.0, roll: float = 0.0,
+                       target=(0.0, 0.0, -40.0)) -> Camera:
+    """A perspective camera at ``distance`` mm looking at ``target`` (object frame),
+    with a horizontal field of view of ``fov`` degrees, after posing the face by
+    (yaw, pitch, roll) degrees about ``target``."""
+    if not (0 < fov < 179):
+        raise ValueError(f"fov must be in (0, 179) degrees, got {fov}")
+    if distance <= 0:
+        raise ValueError(f"distance must be positive, got {distance}")
+    R = rotation_matrix(yaw, pitch, roll)
+    target = np.asarray(target, dtype=np.float64)
+    t = -R @ target + np.array([0.0, 0.0, -float(distance)])
+    f = (width / 2.0) / np.tan(np.deg2rad(fov) / 2.0)
+    return Camera(R=R, t=t, focal=f, width=width, height=height, kind="perspective")
+
+
+def orthographic_camera(width: int = 224, height: int = 224, scale: float = 1.0,
+                        yaw: float = 0.0, pitch: float = 0.0, roll: float = 0.0,
+                        target=(0.0, 0.0, -40.0), distance: float = 1000.0) -> Camera:
+    """A scaled orthographic camera (``scale`` px/mm) centred on ``target``."""
+    R = rotation_matrix(yaw, pitch, roll)
+    target = np.asarray(target, dtype=np.float64)
+    t = -R @ target + np.array([0.0, 0.0, -float(distance)])
+    return Camera(R=R, t=t, focal=scale, width=width, height=height, kind="orthographic")

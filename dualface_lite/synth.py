@@ -1,0 +1,433 @@
+"""Synthetic subjects: the kit's stand-in for FRGC v2.0 (paper, section IV-A).
+
+FRGC pairs each photo with a range scan of the same face. It needs a signed
+license, so the kit makes its own subjects, and -- unlike FRGC -- it knows each
+subject's true dense surface, so later chapters can measure how good their
+"ground truth" is.
+
+A subject's true surface (object frame, mm) is built in layers::
+
+    S = u_bar + U diag(sigma) alpha          identity inside the PCA span
+          + B e                              expression blendshapes
+          + sum_k c_k d_k                    population modes OUTSIDE the PCA span
+          + detail                           a personal smooth displacement, also outside the span
+
+Why the two last layers: a 3DMM is built from a few hundred scans, and real
+people differ from them. If subjects were drawn from the model's own prior,
+the landmark fit of chapter 2 would already be the best guess and the learned
+MRF prior of chapter 4 would have nothing to learn. So the population here has
+(i) a shifted mean in PCA space, (ii) a few smooth shape modes ``d_k`` that the
+PCA cannot express, one of them tied to skin tone, and (iii) a personal detail.
+Every one of these is a field of :class:`Population`, so a chapter can switch
+it off (``Population.prior()``) and show the effect.
+
+Then the subject is posed (yaw up to +-30 deg), lit (ambient + one directional
+light, spherical-harmonics shading), photographed by a perspective camera
+(224 x 224 by default) and scanned: a depth grid of the true surface seen from
+the camera's direction, about 1 mm apart, with noise and holes, triangulated
+into a ``trimesh.Trimesh``.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+
+import numpy as np
+
+from . import render as _render
+from .camera import Camera, perspective_camera, orthographic_camera
+from .model import IBUG_CONTOUR_LEFT, IBUG_CONTOUR_RIGHT, MorphableModel
+
+__all__ = ["Population", "Subject", "make_subject", "make_scan", "jaw_outline", "CONDITIONS",
+           "population_modes", "smooth_field", "skin_albedo"]
+
+CONDITIONS = ("neutral", "expression", "illumination")
+
+
+@dataclass(frozen=True)
+class Population:
+    """How the synthetic people are distributed (all lengths in mm).
+
+    alpha_shift : length (in standard deviations) of the shift of the identity
+        mean in PCA space; the direction is fixed by ``seed`` over the first 20
+        components.
+    alpha_scale : spread of ``alpha`` around that mean (1 = the model's prior).
+    mode_mean, mode_std : mean and spread of the coefficients of the smooth
+        modes outside the PCA span (nose bridge, cheekbones, chin, brow ridge),
+        each mode peaking at 1 mm per unit coefficient.
+    tone_mode : index of the mode tied to skin tone, and ``tone_gain`` the mm it
+        moves per unit of tone (tone is in [0, 1]).
+    detail_rms : root-mean-square of the personal detail (mm along normals).
+    detail_scale : spatial scale (mm) of the detail's bumps.
+    crease_gain : how much the albedo darkens in recessed detail (colour carries
+        a little shape information, as in real skin).
+    seed : fixes the population's own structure (shift direction).
+    """
+
+    alpha_shift: float = 1.5
+    alpha_scale: float = 0.8
+    mode_mean: tuple = (2.5, 2.0, -2.0, 1.5)
+    mode_std: tuple = (1.5, 1.2, 1.5, 1.0)
+    tone_mode: int = 1
+    tone_gain: float = 5.0
+    detail_rms: float = 1.0
+    detail_scale: float = 14.0
+    crease_gain: float = 0.15
+    seed: int = 2024
+
+    @classmethod
+    def prior(cls) -> "Population":
+        """Subjects drawn from the model's own prior: no shift, no extra modes, no detail."""
+        return cls(alpha_shift=0.0, alpha_scale=1.0, mode_mean=(0.0,) * 4, mode_std=(0.0,) * 4,
+                   tone_gain=0.0, detail_rms=0.0, crease_gain=0.0)
+
+    def shift_vector(self, n_components: int) -> np.ndarray:
+        """The population's mean ``alpha`` (length ``alpha_shift``)."""
+        d = np.zeros(n_components)
+        k = min(20, n_components)
+        d[:k] = np.random.default_rng(self.seed).standard_normal(k) / np.sqrt(np.arange(1, k + 1))
+        return self.alpha_shift * d / np.linalg.norm(d)
+
+
+@dataclass
+class Subject:
+    """One synthetic person photographed and scanned.
+
+    image : (H, W, 3) uint8 photo.
+    landmarks : (68, 2) float32 pixel positions (iBUG order, with detector-like noise).
+    scan : ``trimesh.Trimesh`` range scan in the object frame (mm).
+    vertices : (N, 3) float32 true surface, SFM vertex order, object frame (mm).
+    albedo : (N, 3) float32 skin colour in [0, 1] before lighting.
+    camera : the photo's camera (its ``R``, ``t`` are the pose: object -> view).
+    scan_transform : (4, 4) object frame -> scanner's view frame (mm).
+    landmark_vertices : (68,) vertex behind each landmark (the jaw ones follow the outline).
+    visible : (N,) vertices seen by the camera.
+    alpha, expr, modes, tone : the draws behind the face; ``detail`` (N, 3) displacement.
+    """
+
+    seed: int
+    condition: str
+    image: np.ndarray
+    landmarks: np.ndarray
+    scan: object
+    vertices: np.ndarray
+    albedo: np.ndarray
+    camera: Camera
+    scan_transform: np.ndarray
+    landmark_vertices: np.ndarray
+    visible: np.ndarray
+    alpha: np.ndarray
+    expr: np.ndarray
+    modes: np.ndarray
+    tone: float
+    detail: np.ndarray
+    lighting: object = None
+    depth: np.ndarray = field(default=None, repr=False)
+
+    @property
+    def pose(self) -> tuple[float, float, float]:
+        """(yaw, pitch, roll) in degrees."""
+        return self.camera.angles
+
+
+# ---------------------------------------------------------------------------
+# smooth fields on the mesh
+# ---------------------------------------------------------------------------
+
+def smooth_field(points: np.ndarray, centres: np.ndarray, weights: np.ndarray, scale: float) -> np.ndarray:
+    """Sum of Gaussian bumps: ``f(x) = sum_c w_c exp(-|x - p_c|^2 / (2 scale^2))`` at ``points`` (N, 3)."""
+    d2 = ((points[:, None, :] - centres[None, :, :]) ** 2).sum(-1)
+    return np.exp(-d2 / (2.0 * scale**2)) @ weights
+
+
+def _remove_span(model: MorphableModel, disp: np.ndarray) -> np.ndarray:
+    """Remove from a displacement field (N, 3) its part inside the PCA span: ``d - U U^T d``."""
+    v = disp.reshape(-1).astype(np.float64)
+    U = model.basis.astype(np.float64)
+    return (v - U @ (U.T @ v)).reshape(-1, 3)
+
+
+def population_modes(model: MorphableModel) -> np.ndarray:
+    """(4, N, 3) the smooth shape modes outside the PCA span (nose bridge,
+    cheekbones, chin, brow ridge), each with a largest displacement of 1 mm
+    and ``U^T d_k = 0``."""
+    n = _render.vertex_normals(model.mean, model.triangles).astype(np.float64)
+    mean = model.mean.astype(np.float64)
+    lm = mean[model.ibug68]
+    cheek_r = 0.5 * (lm[36] + lm[3]) + np.array([0, 0, 8.0])
+    cheek_l = 0.5 * (lm[45] + lm[13]) + np.array([0, 0, 8.0])
+    chin = lm[8] + np.array([0, 8.0, 0])
+    specs = [  # (centres, scale mm): nose bridge, cheekbones, chin, brow ridge
+        (np.stack([lm[27], lm[28]]), 10.0),
+        (np.stack([cheek_r, cheek_l]), 16.0),
+        (chin[None], 14.0),
+        (np.stack([lm[19], lm[24]]), 11.0),
+    ]
+    modes = []
+    for centres, scale in specs:
+        f = smooth_field(mean, centres, np.ones(len(centres)), scale)
+        d = _remove_span(model, f[:, None] * n)
+        modes.append(d / np.linalg.norm(d, axis=1).max())
+    return np.stack(modes).astype(np.float32)  # (4, N, 3)
+
+
+def _personal_detail(model: MorphableModel, rng: np.random.Generator, rms: float, scale: float) -> np.ndarray:
+    if rms <= 0:
+        return np.zeros_like(model.mean)
+    n = _render.vertex_normals(model.mean, model.triangles).astype(np.float64)
+    idx = rng.choice(model.n_vertices, size=24, replace=False)
+    f = smooth_field(model.mean.astype(np.float64), model.mean[idx].astype(np.float64),
+                     rng.standard_normal(24), scale)
+    d = _remove_span(model, f[:, None] * n)
+    d *= rms / np.sqrt((d**2).sum(1).mean())
+    return d.astype(np.float32)
+
+
+# ---------------------------------------------------------------------------
+# appearance
+# ---------------------------------------------------------------------------
+
+_DARK_SKIN = np.array([0.33, 0.21, 0.15])
+_LIGHT_SKIN = np.array([0.95, 0.79, 0.68])
+
+
+def skin_albedo(model: MorphableModel, vertices: np.ndarray, tone: float, rng: np.random.Generator,
+                crease: np.ndarray | None = None, crease_gain: float = 0.0) -> np.ndarray:
+    """Per-vertex albedo (N, 3) in [0, 1]: a skin tone (0 dark .. 1 light), redder
+    lips, dark brows and irises, a faint blotchiness, and creases darkened by
+    ``crease_gain`` where the ``crease`` field (mm, + out, - in) is negative."""
+    mean = model.mean.astype(np.float64)
+    lm = mean[model.ibug68]
+    skin = _DARK_SKIN + (_LIGHT_SKIN - _DARK_SKIN) * tone
+    skin = skin * (1 + 0.03 * rng.standard_normal(3))
+    a = np.tile(skin, (model.n_vertices, 1))
+
+    def near(points, scale):
+        d2 = ((mean[:, None, :] - points[None]) ** 2).sum(-1).min(1)
+        return np.exp(-d2 / (2 * scale**2))
+
+    lips = near(lm[48:68], 3.0)
+    a = a * (1 - 0.6 * lips[:, None]) + 0.6 * lips[:, None] * (skin * np.array([0.95, 0.55, 0.55]))
+    t = np.linspace(0, 1, 8, endpoint=False)[:, None, None]
+    brow_line = np.concatenate([(lm[a:b - 1] * (1 - t) + lm[a + 1:b] * t).reshape(-1, 3) for a, b in ((17, 22), (22, 27))])
+    brows = near(brow_line, 3.0)
+    hair = np.array([0.12, 0.08, 0.06]) * (0.7 + 0.6 * rng.random())
+    a = a * (1 - 0.8 * brows[:, None]) + 0.8 * brows[:, None] * hair
+    irises = near(np.stack([lm[36:42].mean(0), lm[42:48].mean(0)]), 2.5)
+    a = a * (1 - 0.9 * irises[:, None]) + 0.9 * irises[:, None] * np.array([0.15, 0.1, 0.08])
+    idx = rng.choice(model.n_vertices, size=12, replace=False)
+    blotch = smooth_field(mean, mean[idx], rng.standard_normal(12), 20.0)
+    a = a * (1 + 0.03 * blotch[:, None])
+    if crease is not None and crease_gain > 0:
+        a = a * (1 + crease_gain * np.clip(crease, -3, 3)[:, None] / 3.0)
+    return np.clip(a, 0, 1).astype(np.float32)
+
+
+def _lighting(condition: str, rng: np.random.Generator) -> "_render.Lighting":
+    if condition == "illumination":
+        az = rng.choice([-1, 1]) * rng.uniform(45, 80)
+        el = rng.uniform(-20, 35)
+        ambient, strength = rng.uniform(0.15, 0.3), rng.uniform(0.8, 1.1)
+    else:
+        az, el = rng.uniform(-20, 20), rng.uniform(10, 35)
+        ambient, strength = rng.uniform(0.5, 0.65), rng.uniform(0.35, 0.5)
+    a, e = np.deg2rad(az), np.deg2rad(el)
+    direction = np.array([np.sin(a) * np.cos(e), np.sin(e), np.cos(a) * np.cos(e)])
+    tint = 1 + 0.03 * rng.standard_normal(3)
+    return _render.Lighting.directional(direction, ambient=ambient, strength=strength, color=tuple(tint))
+
+
+def _background(h: int, w: int, rng: np.random.Generator) -> np.ndarray:
+    c0, c1 = rng.uniform(0.2, 0.8, 3), rng.uniform(0.2, 0.8, 3)
+    t = np.linspace(0, 1, h)[:, None, None] * np.ones((1, w, 1))
+    return c0 * (1 - t) + c1 * t
+
+
+def _fill_mouth(img: np.ndarray, mask: np.ndarray, inner_lips: np.ndarray) -> np.ndarray:
+    """The SFM has no mouth interior: paint the gap inside the outer lip line dark."""
+    from PIL import Image, ImageDraw
+
+    h, w = mask.shape
+    poly = Image.new("L", (w, h), 0)
+    ImageDraw.Draw(poly).polygon([tuple(p) for p in inner_lips.astype(float)], fill=1)
+    hole = (np.asarray(poly) > 0) & ~mask
+    img = img.copy()
+    img[hole] = np.array([0.25, 0.08, 0.08])
+    return img
+
+
+# ---------------------------------------------------------------------------
+# landmarks: the jaw line follows the outline of the face in the photo
+# ---------------------------------------------------------------------------
+
+def jaw_outline(model: MorphableModel, vertices: np.ndarray, camera: Camera, wedge_deg: float = 4.0) -> np.ndarray:
+    """Vertex indices (16,) of the jaw-line landmarks (iBUG 1-8, 10-17) on the
+    outline of the face as the camera sees it.
+
+    A detector puts jaw points on the visible boundary of the face, not on fixed
+    vertices. Here: from a centre inside the face, one ray per landmark in the
+    image (the directions of the frontal defaults ``model.ibug68``); the
+    landmark is the vertex that projects farthest along its ray among those
+    within ``wedge_deg`` of it -- the extreme of the face's silhouette there.
+    """
+    p = camera.project(vertices)
+    lm3 = vertices[model.ibug68]
+    centre3 = 0.5 * (lm3[27] + lm3[30])  # nose bridge .. nose tip, mid-depth of the face
+    centre3 = centre3 + np.array([0.0, 0.0, -45.0], dtype=centre3.dtype)
+    c = camera.project(centre3[None])[0]
+    jaw = np.concatenate([IBUG_CONTOUR_RIGHT, IBUG_CONTOUR_LEFT])
+    # ray directions: those of the frontal default landmarks of the same face, posed
+    fr = camera.project(lm3[jaw]) - c
+    dirs = fr / np.linalg.norm(fr, axis=1, keepdims=True)
+    rel = p - c
+    r = np.linalg.norm(rel, axis=1) + 1e-9
+    cosang = (rel @ dirs.T) / r[:, None]  # (N, 16)
+    along = rel @ dirs.T
+    inside = cosang > np.cos(np.deg2rad(wedge_deg))
+    score = np.where(inside, along, -np.inf)
+    return score.argmax(axis=0)
+
+
+# ---------------------------------------------------------------------------
+# range scan
+# ---------------------------------------------------------------------------
+
+def make_scan(vertices: np.ndarray, triangles: np.ndarray, R: np.ndarray, spacing: float = 1.0,
+              noise: float = 0.2, n_holes: int = 3, hole_radius: float = 6.0, max_edge: float = 6.0,
+              rng: np.random.Generator | None = None, size_mm: float = 240.0):
+    """A range scan of a surface seen along the rotation ``R`` (object -> view).
+
+    A depth grid ``spacing`` mm apart (orthographic, like a structured-light
+    scanner's range image), Gaussian depth noise of ``noise`` mm, ``n_holes``
+    round holes of about ``hole_radius`` mm, and grid cells triangulated where
+    their depths differ by less than ``max_edge`` mm. Returns
+    ``(trimesh.Trimesh in the object frame, depth image, scanner camera)``.
+    """
+    import trimesh
+
+    if spacing <= 0:
+        raise ValueError(f"spacing must be positive, got {spacing}")
+    rng = rng or np.random.default_rng(0)
+    n = int(np.ceil(size_mm / spacing))
+    centre = vertices.mean(0)
+    cam = orthographic_camera(n, n, scale=1.0 / spacing, target=centre, distance=1000.0)
+    cam = cam.with_pose(R=R, t=-R @ centre + np.array([0.0, 0.0, -1000.0]))
+    depth = _render.render_depth(cam, vertices, triangles).astype(np.float64)
+    valid = np.isfinite(depth)
+    if noise > 0:
+        depth = depth + noise * rng.standard_normal(depth.shape)
+    if n_holes > 0 and valid.any():
+        rows, cols = np.nonzero(valid)
+        pick = rng.choice(len(rows), size=n_holes, replace=False)
+        yy, xx = np.mgrid[0:n, 0:n]
+        for k in pick:
+            rad = hole_radius / spacing * rng.uniform(0.5, 1.5)
+            valid &= (yy - rows[k]) ** 2 + (xx - cols[k]) ** 2 > rad**2
+    depth[~valid] = np.inf
+    # back-project the valid pixels to the view frame, then to the object frame
+    vv, uu = np.nonzero(valid)
+    xv = (uu - cam.center[0]) / cam.focal
+    yv = -(vv - cam.center[1]) / cam.focal
+    zv = -depth[vv, uu]
+    pts_view = np.stack([xv, yv, zv], 1)
+    pts = (pts_view - cam.t) @ cam.R  # R^T (x - t)
+    index = -np.ones((n, n), dtype=np.int64)
+    index[vv, uu] = np.arange(len(vv))
+    a, b, c, d = index[:-1, :-1], index[:-1, 1:], index[1:, :-1], index[1:, 1:]
+    za, zb, zc, zd = depth[:-1, :-1], depth[:-1, 1:], depth[1:, :-1], depth[1:, 1:]
+    faces = []
+    for (i, j, k), (zi, zj, zk) in (((a, c, b), (za, zc, zb)), ((b, c, d), (zb, zc, zd))):
+        ok = (i >= 0) & (j >= 0) & (k >= 0)
+        with np.errstate(invalid="ignore"):  # inf - inf at holes; those cells fail the index test anyway
+            ok &= np.maximum(np.maximum(zi, zj), zk) - np.minimum(np.minimum(zi, zj), zk) < max_edge
+        faces.append(np.stack([i[ok], j[ok], k[ok]], 1))
+    faces = np.concatenate(faces)
+    mesh = trimesh.Trimesh(pts.astype(np.float64), faces, process=False)
+    mesh.remove_unreferenced_vertices()
+    return mesh, np.where(np.isfinite(depth), depth, np.inf).astype(np.float32), cam
+
+
+# ---------------------------------------------------------------------------
+# the subject
+# ---------------------------------------------------------------------------
+
+def make_subject(seed: int = 0, condition: str = "neutral", model: MorphableModel | None = None,
+                 population: Population | None = None, image_size: int = 224, max_yaw: float = 30.0,
+                 landmark_noise: float = 0.7, scan_spacing: float = 1.0, scan_noise: float = 0.2,
+                 scan_holes: int = 3, with_scan: bool = True) -> Subject:
+    """One synthetic subject, the same for the same arguments on every machine.
+
+    condition : "neutral" (no expression, soft light), "expression" (one or two
+        blendshapes at up to twice their strength, soft light), "illumination"
+        (neutral face, strong side light, dim ambient) -- as in the paper's Figs. 7-9.
+    landmark_noise : std of the detector-like noise on the 68 landmarks (px).
+    scan_spacing, scan_noise, scan_holes : see :func:`make_scan`.
+    """
+    if condition not in CONDITIONS:
+        raise ValueError(f"condition must be one of {CONDITIONS}, got {condition!r}")
+    if not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
+    if image_size < 32:
+        raise ValueError(f"image_size must be at least 32 px, got {image_size}")
+    if model is None:
+        from .model import load_model
+
+        model = load_model()
+    pop = population or Population()
+    # one stream per subject; the condition gets its own offset so that the three
+    # conditions of one seed are three different people
+    rng = np.random.default_rng([int(seed), CONDITIONS.index(condition), 7])
+
+    # identity, expression, out-of-span modes, detail
+    alpha = pop.shift_vector(model.n_components) + pop.alpha_scale * rng.standard_normal(model.n_components)
+    alpha[:] = np.clip(alpha, -3.0, 3.0)
+    expr = np.zeros(model.n_expressions)
+    if condition == "expression":
+        k = rng.choice(model.n_expressions, size=rng.integers(1, 3), replace=False)
+        expr[k] = rng.uniform(0.6, 1.5, size=len(k)) / np.sqrt(len(k))
+    tone = float(rng.random())
+    modes = np.asarray(pop.mode_mean) + np.asarray(pop.mode_std) * rng.standard_normal(4)
+    modes[pop.tone_mode] += pop.tone_gain * (tone - 0.5)
+    detail = _personal_detail(model, rng, pop.detail_rms, pop.detail_scale)
+    D = population_modes(model)
+    extra = np.tensordot(modes, D, axes=1) + detail
+    vertices = (model.shape(alpha, expr) + extra).astype(np.float32)
+
+    normals0 = _render.vertex_normals(model.mean, model.triangles)
+    crease = (extra * normals0).sum(1)
+    albedo = skin_albedo(model, vertices, tone, rng, crease=crease, crease_gain=pop.crease_gain)
+
+    # pose and camera
+    yaw = rng.uniform(-max_yaw, max_yaw)
+    pitch, roll = rng.uniform(-10, 10), rng.uniform(-6, 6)
+    cam = perspective_camera(image_size, image_size, fov=12.0 * rng.uniform(0.95, 1.05), distance=1200.0,
+                             yaw=yaw, pitch=pitch, roll=roll, target=(0.0, 12.0, -45.0))
+    cam.center = cam.center + rng.uniform(-0.03, 0.03, 2) * image_size
+    lighting = _lighting(condition, rng)
+
+    # the photo: normals turned into the view frame, since the light is given there
+    normals = _render.vertex_normals(vertices, model.triangles) @ cam.R.T
+    shaded = _render.shade(normals, albedo, lighting)
+    ren = _render.render(cam, vertices, model.triangles, colors=shaded)
+    img = ren.image.astype(np.float64) / 255.0
+    bg = _background(image_size, image_size, rng)
+    img = np.where(ren.mask[..., None], img, bg)
+    img = _fill_mouth(img, ren.mask, cam.project(vertices[model.ibug68[48:60]]))
+    img = img + 0.01 * rng.standard_normal(img.shape)
+    image = np.clip(np.round(img * 255), 0, 255).astype(np.uint8)
+
+    # landmarks: fixed vertices, jaw on the outline, plus detector noise
+    lm_vert = model.ibug68.copy()
+    lm_vert[np.concatenate([IBUG_CONTOUR_RIGHT, IBUG_CONTOUR_LEFT])] = jaw_outline(model, vertices, cam)
+    landmarks = cam.project(vertices[lm_vert]) + landmark_noise * rng.standard_normal((68, 2))
+    landmarks = np.clip(landmarks, 0, image_size - 1).astype(np.float32)
+
+    scan, T = None, np.eye(4)
+    T[:3, :3], T[:3, 3] = cam.R, cam.t
+    if with_scan:
+        scan, _, _ = make_scan(vertices, model.triangles, cam.R, spacing=scan_spacing, noise=scan_noise,
+                               n_holes=scan_holes, rng=rng)
+    return Subject(seed=int(seed), condition=condition, image=image, landmarks=landmarks, scan=scan,
+                   vertices=vertices, albedo=albedo, camera=cam, scan_transform=T,
+                   landmark_vertices=lm_vert, visible=ren.visible, alpha=alpha.astype(np.float32),
+                   expr=expr.astype(np.float32), modes=modes.astype(np.float32), tone=tone,
+                   detail=detail, lighting=lighting, depth=ren.depth)

@@ -1,0 +1,23 @@
+import numpy as np
+import pytest
+
+import dualface_lite as df
+
+
+@pytest.fixture(scope="session")
+def model():
+    """The Surrey Face Model; the tests need it (make model / DUALFACE_SFM_DIR)."""
+    return df.load_model()
+
+
+@pytest.fixture
+def rng():
+    return np.random.default_rng(12345)
+
+
+@pytest.fixture(scope="session")
+def sfm_folder(model):
+    """A folder holding the verified SFM files (the kit's own copy)."""
+    folder = df.paths.sfm_dir()
+    assert df.fetch.missing_or_bad(folder) == []
+    return folder

@@ -1,0 +1,263 @@
+"""Open the built book in a real browser (playwright + Debian's chromium), fully offline.
+
+For every page of the book (``_build/html/book/*.html`` and ``_build/html/notebooks/*.html``):
+
+* no console errors and no uncaught page errors;
+* no request leaves the local server (every other host is aborted and recorded);
+* pages with plotly figures: each 3D mesh really drew (``mesh3d`` trace in ``_fullData``, a
+  WebGL canvas of nonzero size, and the pixels change when the mesh is hidden);
+* pages with math: MathJax typeset it (``mjx-container``) without TeX errors (``mjx-merror``);
+* pages with saved ipywidgets: the widget manager rendered them;
+* folded solutions (``{admonition}`` with ``:class: dropdown``) start hidden.
+
+The book must be built first (``make book``); this test fails, not skips, when it is not.
+"""
+from __future__ import annotations
+
+import functools
+import http.server
+import io
+import re
+import threading
+from pathlib import Path
+from urllib.parse import urlparse
+
+import numpy as np
+import pytest
+
+pytestmark = pytest.mark.browser
+
+ROOT = Path(__file__).resolve().parent.parent
+HTML = ROOT / "_build" / "html"
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--enable-unsafe-swiftshader",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--no-first-run",
+]
+LOCAL_HOSTS = {"127.0.0.1", "localhost"}
+NOT_BUILT = "(book not built)"
+
+
+def _pages() -> list[str]:
+    pages = sorted(
+        str(p.relative_to(HTML))
+        for sub in ("book", "notebooks")
+        for p in (HTML / sub).glob("*.html")
+    )
+    return pages or [NOT_BUILT]
+
+
+# --------------------------------------------------------------------------- fixtures
+@pytest.fixture(scope="module")
+def book() -> Path:
+    if not (HTML / "index.html").is_file() or _pages() == [NOT_BUILT]:
+        pytest.fail(f"the book is not built ({HTML} has no pages): run `make book` first")
+    return HTML
+
+
+class _QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, format, *args):  # noqa: A002 - signature from the base class
+        pass
+
+
+@pytest.fixture(scope="module")
+def server(book: Path):
+    handler = functools.partial(_QuietHandler, directory=str(book))
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{httpd.server_address[1]}"
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+        thread.join(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def browser():
+    if not CHROMIUM.exists():
+        pytest.fail(f"{CHROMIUM} not found: install it with `apt-get install -y chromium`")
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:  # pragma: no cover
+        pytest.fail("playwright is not installed: pip install -e '.[test]'")
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        try:
+            yield b
+        finally:
+            b.close()
+
+
+class _Visit:
+    """A loaded page plus everything that went wrong while loading it."""
+
+    def __init__(self, page, console_errors, page_errors, offhost):
+        self.page = page
+        self.console_errors = console_errors
+        self.page_errors = page_errors
+        self.offhost = offhost
+
+
+def _open(browser, url: str) -> tuple[object, _Visit]:
+    context = browser.new_context(viewport={"width": 1280, "height": 900}, service_workers="block")
+    console_errors: list[str] = []
+    page_errors: list[str] = []
+    offhost: list[str] = []
+
+    def route(r):
+        u = urlparse(r.request.url)
+        if u.scheme in ("http", "https", "ws", "wss") and u.hostname not in LOCAL_HOSTS:
+            offhost.append(r.request.url)
+            r.abort()
+        else:
+            r.continue_()
+
+    context.route("**/*", route)
+    page = context.new_page()
+    page.set_default_timeout(60_000)
+    page.on(
+        "console",
+        lambda m: console_errors.append(f"{m.text} @ {m.location.get('url', '')}")
+        if m.type == "error"
+        else None,
+    )
+    page.on("pageerror", lambda e: page_errors.append(str(e)))
+    page.goto(url, wait_until="load")
+    return context, _Visit(page, console_errors, page_errors, offhost)
+
+
+try:  # the name is needed at import time; a missing playwright fails in the fixture
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+except ImportError:  # pragma: no cover
+    PlaywrightTimeout = TimeoutError  # type: ignore[misc,assignment]
+
+
+def _wait_for_mathjax(page) -> None:
+    page.wait_for_function(
+        "() => !window.MathJax || (window.MathJax.startup && window.MathJax.startup.promise)"
+    )
+    page.evaluate("() => window.MathJax ? window.MathJax.startup.promise : null")
+
+
+def _png(data: bytes) -> np.ndarray:
+    from PIL import Image
+
+    return np.asarray(Image.open(io.BytesIO(data)).convert("RGB"), dtype=np.int16)
+
+
+# --------------------------------------------------------------------------- tests
+def test_no_offhost_assets_in_html(book: Path):
+    """No <script src> or stylesheet <link href> in any built page points off-host."""
+    tag = re.compile(r"<(script|link)\b[^>]*>", re.I)
+    url = re.compile(r"\b(?:src|href)\s*=\s*[\"']((?:https?:)?//[^\"']+)", re.I)
+    bad = []
+    for f in sorted(book.rglob("*.html")):
+        if "_static" in f.relative_to(book).parts:
+            continue
+        for t in tag.finditer(f.read_text(encoding="utf-8", errors="replace")):
+            m = url.search(t.group(0))
+            if not m:
+                continue
+            if t.group(1).lower() == "link" and not re.search(
+                r"rel\s*=\s*[\"'](stylesheet|preload|modulepreload|icon)", t.group(0), re.I
+            ):
+                continue
+            bad.append(f"{f.relative_to(book)}: {m.group(1)}")
+    assert not bad, "assets loaded from the network:\n" + "\n".join(bad)
+
+
+def test_book_has_figures_math_and_widgets(book: Path):
+    """The checks below are not vacuous: some chapter has a figure, some page has math."""
+    text = {p: (book / p).read_text(encoding="utf-8") for p in _pages()}
+    assert any("plotly-graph-div" in t for t in text.values()), "no page has a plotly figure"
+    assert any('class="math' in t for t in text.values()), "no page has display math"
+
+
+@pytest.mark.parametrize("name", _pages())
+def test_page(book: Path, server: str, browser, name: str):
+    html = (book / name).read_text(encoding="utf-8")
+    context, v = _open(browser, f"{server}/{name}")
+    page = v.page
+    try:
+        # ---- math
+        if re.search(r'class="math[ "]', html):
+            _wait_for_mathjax(page)
+            page.wait_for_selector("mjx-container", state="attached")
+            n_err = page.locator("mjx-merror").count()
+            assert n_err == 0, f"{name}: MathJax reported {n_err} TeX error(s)"
+
+        # ---- plotly meshes
+        n_figs = html.count("plotly-graph-div")
+        if n_figs:
+            try:
+                page.wait_for_function(
+                    f"() => document.querySelectorAll('.js-plotly-plot').length >= {n_figs}",
+                    timeout=30_000,
+                )
+            except PlaywrightTimeout:
+                pytest.fail(
+                    f"{name}: {n_figs} plotly figure(s) in the HTML, but plotly did not draw them "
+                    f"within 30 s (is _static/plotly/plotly.min.js served?).\npage errors: "
+                    f"{v.page_errors}\nconsole errors: {v.console_errors}"
+                )
+            plots = page.locator(".js-plotly-plot")
+            n_mesh = 0
+            for i in range(plots.count()):
+                plot = plots.nth(i)
+                types = plot.evaluate("el => (el._fullData || []).map(t => t.type)")
+                if "mesh3d" not in types:
+                    continue
+                n_mesh += 1
+                plot.scroll_into_view_if_needed()
+                size = plot.evaluate(
+                    """el => Array.from(el.querySelectorAll('.gl-container canvas'))
+                           .map(c => [c.width, c.height])"""
+                )
+                assert size and all(w > 0 and h > 0 for w, h in size), (
+                    f"{name}: plot {i} has no WebGL canvas with a size: {size}"
+                )
+                page.wait_for_timeout(300)  # one WebGL frame
+                with_mesh = _png(plot.screenshot())
+                assert with_mesh.reshape(-1, 3).std(axis=0).max() > 5, (
+                    f"{name}: plot {i} is a single flat colour"
+                )
+                idx = [k for k, t in enumerate(types) if t == "mesh3d"]
+                plot.evaluate(f"el => Plotly.restyle(el, {{visible: false}}, {idx})")
+                page.wait_for_timeout(300)
+                without = _png(plot.screenshot())
+                plot.evaluate(f"el => Plotly.restyle(el, {{visible: true}}, {idx})")
+                changed = (np.abs(with_mesh - without).max(axis=2) > 30).mean()
+                assert changed > 0.02, (
+                    f"{name}: plot {i}: hiding the mesh changes only {changed:.1%} of the "
+                    "pixels, so the mesh did not draw"
+                )
+            assert n_mesh or "mesh3d" not in html, f"{name}: mesh3d figure was not drawn"
+
+        # ---- ipywidgets (static, from the saved widget state)
+        if "application/vnd.jupyter.widget-view+json" in html and (
+            "application/vnd.jupyter.widget-state+json" in html
+        ):
+            page.wait_for_selector(".jupyter-widgets", state="attached")
+
+        # ---- folded solutions start hidden
+        for i in range(page.locator(".admonition.dropdown").count()):
+            body = page.locator(".admonition.dropdown").nth(i).locator("> :not(.admonition-title)")
+            for j in range(body.count()):
+                if body.nth(j).get_attribute("class") and "toggle-button" in body.nth(j).get_attribute("class"):
+                    continue
+                assert not body.nth(j).is_visible(), f"{name}: dropdown {i} is not folded"
+
+        page.wait_for_timeout(500)  # late errors
+    finally:
+        context.close()
+
+    assert not v.offhost, f"{name}: requests left localhost:\n" + "\n".join(v.offhost)
+    assert not v.page_errors, f"{name}: page errors:\n" + "\n".join(v.page_errors)
+    assert not v.console_errors, f"{name}: console errors:\n" + "\n".join(v.console_errors)

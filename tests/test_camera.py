@@ -1,0 +1,72 @@
+import numpy as np
+import pytest
+
+from dualface_lite.camera import Camera, euler_angles, orthographic_camera, perspective_camera, rotation_matrix
+
+
+@pytest.mark.parametrize("angles", [(0, 0, 0), (25, -10, 5), (-30, 12, -7), (89, 0, 0)])
+def test_euler_roundtrip(angles):
+    R = rotation_matrix(*angles)
+    np.testing.assert_allclose(R @ R.T, np.eye(3), atol=1e-12)
+    assert np.linalg.det(R) == pytest.approx(1.0)
+    np.testing.assert_allclose(euler_angles(R), angles, atol=1e-9)
+
+
+def test_yaw_turns_nose_to_viewers_right():
+    nose = np.array([[0.0, 0.0, 100.0]])
+    assert (nose @ rotation_matrix(yaw=20).T)[0, 0] > 0
+    assert (nose @ rotation_matrix(pitch=20).T)[0, 1] < 0
+
+
+def test_perspective_projection_formula(rng):
+    cam = perspective_camera(200, 100, fov=20, distance=800, yaw=10, pitch=-5, roll=3)
+    X = rng.uniform(-50, 50, (20, 3))
+    V = X @ cam.R.T + cam.t
+    u = cam.center[0] + cam.focal * V[:, 0] / -V[:, 2]
+    v = cam.center[1] - cam.focal * V[:, 1] / -V[:, 2]
+    np.testing.assert_allclose(cam.project(X), np.stack([u, v], 1), atol=1e-9)
+    np.testing.assert_allclose(cam.depth(X), -V[:, 2])
+    # the target projects to the image centre; the focal length matches the field of view
+    np.testing.assert_allclose(cam.project(np.array([[0.0, 0.0, -40.0]])), [cam.center], atol=1e-9)
+    assert cam.focal == pytest.approx(100 / np.tan(np.deg2rad(10)))
+
+
+def test_image_orientation():
+    cam = perspective_camera(224, 224)
+    p = cam.project(np.array([[0, 0, -40.0], [10, 0, -40.0], [0, 10, -40.0]]))
+    assert p[1, 0] > p[0, 0]  # +x -> larger column
+    assert p[2, 1] < p[0, 1]  # +y -> smaller row (up in the image)
+
+
+def test_orthographic_ignores_depth():
+    cam = orthographic_camera(100, 100, scale=2.0)
+    p = cam.project(np.array([[5.0, 1.0, 0.0], [5.0, 1.0, -70.0]]))
+    np.testing.assert_allclose(p[0], p[1])
+    np.testing.assert_allclose(p[0], cam.center + np.array([10.0, -2.0]))
+
+
+def test_view_direction_points_at_camera():
+    cam = perspective_camera(yaw=20)
+    X = np.array([[0.0, 0.0, 0.0], [30.0, -20.0, -10.0]])
+    eye = -cam.R.T @ cam.t
+    d = cam.view_direction(X)
+    np.testing.assert_allclose(np.linalg.norm(d, axis=1), 1.0)
+    np.testing.assert_allclose(d, (eye - X) / np.linalg.norm(eye - X, axis=1, keepdims=True))
+
+
+def test_bad_inputs():
+    cam = perspective_camera()
+    with pytest.raises(ValueError, match="points"):
+        cam.project(np.zeros((4, 2)))
+    with pytest.raises(ValueError, match="NaN"):
+        cam.project(np.array([[0.0, np.nan, 0.0]]))
+    with pytest.raises(ValueError, match="behind"):
+        cam.project(np.array([[0.0, 0.0, 2000.0]]))
+    with pytest.raises(ValueError, match="rotation"):
+        Camera(R=np.ones((3, 3)), t=np.zeros(3), focal=100, width=10, height=10)
+    with pytest.raises(ValueError, match="kind"):
+        Camera(R=np.eye(3), t=np.zeros(3), focal=100, width=10, height=10, kind="fisheye")
+    with pytest.raises(ValueError, match="focal"):
+        Camera(R=np.eye(3), t=np.zeros(3), focal=-1, width=10, height=10)
+    with pytest.raises(ValueError, match="fov"):
+        perspective_camera(fov=0)

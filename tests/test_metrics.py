@@ -1,0 +1,58 @@
+import numpy as np
+import pytest
+
+from dualface_lite import metrics
+from dualface_lite.camera import rotation_matrix
+
+
+def test_alignment_removes_a_rigid_motion(model, rng):
+    R = rotation_matrix(23, -11, 7)
+    moved = model.mean @ R.T + np.array([12.0, -40.0, 300.0])
+    assert metrics.mean_vertex_error(moved, model.mean, align=False) > 50
+    assert metrics.mean_vertex_error(moved, model.mean) < 1e-3
+    R2, t2, c = metrics.rigid_align(moved, model.mean)
+    np.testing.assert_allclose(R2, R.T, atol=1e-6)
+    assert c == 1.0
+
+
+def test_error_of_a_known_offset(model, rng):
+    # independent noise cannot be explained by a rigid motion: the error is the noise's mean length
+    d = rng.normal(0.0, 1.0, model.mean.shape)
+    e = metrics.vertex_errors(model.mean + d, model.mean)
+    assert e.mean() == pytest.approx(np.linalg.norm(d, axis=1).mean(), rel=0.01)
+    # and moving the noisy face rigidly does not change that
+    R = rotation_matrix(10, 5, -3)
+    e2 = metrics.vertex_errors((model.mean + d) @ R.T + 5.0, model.mean)
+    np.testing.assert_allclose(e2, e, atol=1e-6)
+
+
+def test_scale_is_an_error_unless_asked(model):
+    big = 1.1 * model.mean
+    assert metrics.mean_vertex_error(big, model.mean) > 2.0
+    R, t, c = metrics.rigid_align(big, model.mean, scale=True)
+    assert c == pytest.approx(1 / 1.1, rel=1e-6)
+
+
+def test_reflection_is_not_a_rotation(model):
+    mirrored = model.mean * np.array([-1.0, 1.0, 1.0])
+    R, _, _ = metrics.rigid_align(mirrored, model.mean)
+    assert np.linalg.det(R) == pytest.approx(1.0)
+
+
+def test_landmark_error():
+    a = np.zeros((68, 2))
+    b = a + np.array([3.0, 4.0])
+    assert metrics.landmark_error(a, b) == pytest.approx(5.0)
+
+
+def test_bad_inputs(model):
+    with pytest.raises(ValueError, match="pred"):
+        metrics.mean_vertex_error(np.zeros((10, 2)), np.zeros((10, 2)))
+    with pytest.raises(ValueError, match="gt"):
+        metrics.mean_vertex_error(model.mean, model.mean[:-1])
+    bad = model.mean.copy()
+    bad[3, 1] = np.nan
+    with pytest.raises(ValueError, match="NaN"):
+        metrics.mean_vertex_error(bad, model.mean)
+    with pytest.raises(ValueError, match="shape"):
+        metrics.landmark_error(np.zeros((68, 2)), np.zeros((67, 2)))

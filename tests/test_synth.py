@@ -1,0 +1,142 @@
+import numpy as np
+import pytest
+import trimesh
+
+import dualface_lite as df
+from dualface_lite import synth
+from dualface_lite.model import IBUG_CONTOUR_LEFT, IBUG_CONTOUR_RIGHT
+
+
+@pytest.fixture(scope="module")
+def subject(model):
+    return synth.make_subject(3, "neutral", model=model)
+
+
+def test_subject_types_and_shapes(subject, model):
+    s = subject
+    assert s.image.shape == (224, 224, 3) and s.image.dtype == np.uint8
+    assert s.landmarks.shape == (68, 2) and s.landmarks.dtype == np.float32
+    assert s.vertices.shape == (model.n_vertices, 3) and s.vertices.dtype == np.float32
+    assert isinstance(s.scan, trimesh.Trimesh) and len(s.scan.faces) > 10000
+    assert s.visible.shape == (model.n_vertices,) and 0.3 < s.visible.mean() < 0.95
+    assert all(abs(a) <= 30.0 + 1e-9 for a in s.pose[:1])
+
+
+@pytest.mark.parametrize("condition", synth.CONDITIONS)
+def test_same_seed_same_subject(model, condition):
+    a = synth.make_subject(11, condition, model=model)
+    b = synth.make_subject(11, condition, model=model)
+    np.testing.assert_array_equal(a.image, b.image)
+    np.testing.assert_array_equal(a.landmarks, b.landmarks)
+    np.testing.assert_array_equal(a.vertices, b.vertices)
+    np.testing.assert_array_equal(a.scan.vertices, b.scan.vertices)
+    c = synth.make_subject(12, condition, model=model)
+    assert np.abs(c.vertices - a.vertices).max() > 1.0
+
+
+def test_conditions(model):
+    n = synth.make_subject(5, "neutral", model=model, with_scan=False)
+    e = synth.make_subject(5, "expression", model=model, with_scan=False)
+    i = synth.make_subject(5, "illumination", model=model, with_scan=False)
+    assert np.all(n.expr == 0) and np.all(i.expr == 0) and e.expr.max() >= 0.5
+    # the illumination condition has a dim ambient term and a strong directional one
+    amb = lambda s: s.lighting.sh[0].mean()
+    assert amb(i) < amb(n)
+    assert i.image[i.depth < np.inf].std() > 0.8 * n.image[n.depth < np.inf].std()
+
+
+def test_landmarks_in_image_and_on_their_vertices(model):
+    s = synth.make_subject(7, "expression", model=model, landmark_noise=0.0, with_scan=False)
+    assert np.all(s.landmarks >= 0) and np.all(s.landmarks <= 223)
+    proj = s.camera.project(s.vertices[s.landmark_vertices])
+    np.testing.assert_allclose(s.landmarks, proj, atol=1e-3)
+    noisy = synth.make_subject(7, "expression", model=model, landmark_noise=1.0, with_scan=False)
+    err = np.linalg.norm(noisy.landmarks - proj, axis=1)
+    assert 0.5 < err.mean() < 2.5  # detector-like noise of about 1 px (mean of a Rayleigh: 1.25)
+
+
+def test_jaw_landmarks_lie_on_the_outline(model):
+    jaw = np.concatenate([IBUG_CONTOUR_RIGHT, IBUG_CONTOUR_LEFT])
+    for seed in range(4):
+        s = synth.make_subject(seed, "neutral", model=model, landmark_noise=0.0, with_scan=False)
+        mask = np.isfinite(s.depth)
+        centre = s.landmarks[jaw].mean(0)
+        ok = 0
+        for p in s.landmarks[jaw]:
+            d = (p - centre) / np.linalg.norm(p - centre)
+            out, inn = np.round(p + 4 * d).astype(int), np.round(p - 4 * d).astype(int)
+            outside = not (0 <= out[0] < 224 and 0 <= out[1] < 224) or not mask[out[1], out[0]]
+            ok += outside and mask[inn[1], inn[0]]
+        assert ok >= 14, f"seed {seed}: only {ok} of 16 jaw points on the outline"
+    # the jaw vertices move with the pose: turned faces use other vertices than the frontal defaults
+    s = synth.make_subject(0, "neutral", model=model, with_scan=False)
+    assert abs(s.pose[0]) > 10 and np.any(s.landmark_vertices[jaw] != model.ibug68[jaw])
+
+
+def test_scan_lies_on_the_true_surface(model):
+    s = synth.make_subject(2, "neutral", model=model, scan_noise=0.0)
+    true = trimesh.Trimesh(s.vertices, model.triangles, process=False)
+    _, dist, _ = trimesh.proximity.closest_point(true, s.scan.vertices[::7])
+    assert dist.max() < 0.02
+    noisy = synth.make_subject(2, "neutral", model=model, scan_noise=0.3)
+    _, dist, _ = trimesh.proximity.closest_point(true, noisy.scan.vertices[::7])
+    assert 0.1 < np.median(dist) < 0.3 and np.percentile(dist, 99) < 1.5
+    # about 1 mm between neighbouring scan points, finer on request
+    edge = s.scan.edges_unique_length
+    assert 0.9 < np.median(edge) < 1.6
+    fine = synth.make_subject(2, "neutral", model=model, scan_spacing=0.5, scan_noise=0.0)
+    assert 0.4 < np.median(fine.scan.edges_unique_length) < 0.8
+    assert len(fine.scan.vertices) > 3 * len(s.scan.vertices)
+
+
+def test_scan_has_holes_and_sits_in_the_camera(model):
+    s = synth.make_subject(4, "neutral", model=model, scan_holes=0, scan_noise=0.0)
+    h = synth.make_subject(4, "neutral", model=model, scan_holes=4, scan_noise=0.0)
+    assert len(h.scan.vertices) < len(s.scan.vertices) - 50
+    # scan_transform takes the scan into the photo camera's view frame: it projects onto the face
+    T = s.scan_transform
+    view = s.scan.vertices @ T[:3, :3].T + T[:3, 3]
+    uv = s.camera.project_view(view)
+    inside = (uv >= 0).all(1) & (uv < 223).all(1)
+    iu = np.round(uv[inside]).astype(int)
+    assert np.isfinite(s.depth[iu[:, 1], iu[:, 0]]).mean() > 0.97
+
+
+def test_population_differs_from_the_prior(model):
+    D = synth.population_modes(model)
+    assert D.shape == (4, model.n_vertices, 3)
+    U = model.basis.astype(np.float64)
+    for d in D:  # outside the PCA span
+        v = d.reshape(-1).astype(np.float64)
+        assert np.linalg.norm(U.T @ v) < 1e-3 * np.linalg.norm(v)
+        assert np.linalg.norm(d, axis=1).max() == pytest.approx(1.0, rel=1e-4)
+    pop = synth.Population()
+    subjects = [synth.make_subject(k, "neutral", model=model, with_scan=False) for k in range(40)]
+    alphas = np.stack([s.alpha for s in subjects])
+    shift = pop.shift_vector(model.n_components)
+    # the population mean sits on the shifted mean, not at 0
+    assert np.linalg.norm(alphas.mean(0) - shift) < 0.6 * np.linalg.norm(shift)
+    # one mode is tied to skin tone
+    tones = np.array([s.tone for s in subjects])
+    modes = np.stack([s.modes for s in subjects])
+    assert np.corrcoef(tones, modes[:, pop.tone_mode])[0, 1] > 0.6
+    # the personal detail has the requested size and lies outside the span too
+    det = subjects[0].detail.reshape(-1).astype(np.float64)
+    assert np.sqrt((subjects[0].detail ** 2).sum(1).mean()) == pytest.approx(pop.detail_rms, rel=1e-3)
+    assert np.linalg.norm(U.T @ det) < 1e-3 * np.linalg.norm(det)
+
+
+def test_prior_population_is_the_model(model):
+    s = synth.make_subject(9, "neutral", model=model, population=synth.Population.prior(), with_scan=False)
+    np.testing.assert_allclose(s.vertices, model.shape(s.alpha, s.expr), atol=1e-4)
+
+
+def test_bad_inputs(model):
+    with pytest.raises(ValueError, match="condition"):
+        synth.make_subject(0, "smiling", model=model)
+    with pytest.raises(ValueError, match="seed"):
+        synth.make_subject(-1, model=model)
+    with pytest.raises(ValueError, match="image_size"):
+        synth.make_subject(0, model=model, image_size=8)
+    with pytest.raises(ValueError, match="spacing"):
+        synth.make_subject(0, model=model, scan_spacing=0)
