@@ -35,6 +35,8 @@ test: book
 
 bench: env model
 	$(BIN)/python benchmarks/bench_render.py
+	$(BIN)/python benchmarks/bench_fitting.py
+	$(BIN)/python benchmarks/bench_nicp.py
 
 clean:
 	rm -rf _build

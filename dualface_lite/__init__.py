@@ -5,6 +5,11 @@ rebuilt stage by stage for teaching. One module per stage:
 - :mod:`dualface_lite.camera`  cameras and projection (one convention, see there)
 - :mod:`dualface_lite.render`  a vectorized software rasterizer
 - :mod:`dualface_lite.synth`   synthetic subjects: photo, landmarks, range scan
+- :mod:`dualface_lite.fitting` eq. (4): the landmark fit, personalized template S0 with colours
+- :mod:`dualface_lite.baselines` Lm2Vertex, the paper's landmark-regression baseline
+- :mod:`dualface_lite.scans`   range images to meshes, FRGC .abs files
+- :mod:`dualface_lite.nicp`    optimal-step non-rigid ICP (ground truth, Fig. 2)
+- :mod:`dualface_lite.metrics` mean vertex error after rigid alignment
 - :mod:`dualface_lite.viz`     plotly figures for the book
 """
 from . import camera, fetch, paths
@@ -13,12 +18,23 @@ from .model import MorphableModel, load_model
 __version__ = "0.1.0"
 
 
+_MODULES = {"render", "synth", "viz", "fitting", "baselines", "metrics", "scans"}
+_FUNCTIONS = {"fit_landmarks": "fitting", "Fit": "fitting"}
+
+
 def __getattr__(name):  # stage modules load on first use, so `import dualface_lite` stays light
     import importlib
 
-    if name in {"render", "synth", "viz"}:
+    if name in _MODULES:
         return importlib.import_module(f"{__name__}.{name}")
+    if name in _FUNCTIONS:
+        return getattr(importlib.import_module(f"{__name__}.{_FUNCTIONS[name]}"), name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-__all__ = ["MorphableModel", "load_model", "camera", "fetch", "paths", "render", "synth", "viz"]
+# df.nicp is the registration *function* of the public API; its module stays importable as
+# `dualface_lite.nicp` (e.g. `from dualface_lite.nicp import NICPResult`).
+from .nicp import nicp  # noqa: E402
+
+__all__ = ["MorphableModel", "load_model", "fit_landmarks", "Fit", "nicp", "camera", "fetch", "paths",
+           *sorted(_MODULES)]

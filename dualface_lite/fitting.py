@@ -1,0 +1,734 @@
+"""Fitting the morphable model to 68 landmarks (paper, section III-B-1, eq. (4)).
+
+Given 68 iBUG landmarks ``L_i`` (pixels) of a photo, find the pose and the shape
+coefficients of the face whose landmark vertices project onto them. The paper
+writes the shape part as eq. (4)::
+
+    S_0 = argmin_alpha  1/(2 sigma_L^2) sum_i || pi_i(Proj S_alpha) - L_i ||^2  +  lambda ||alpha||^2
+
+with ``S_alpha = u_bar + sum_i alpha_i sigma_i u_i`` (:mod:`dualface_lite.model`);
+the kit adds the six SFM expression weights ``e`` with a small ridge. ``Proj`` is
+a scaled orthographic camera (pose unknown too), and ``pi_i`` picks the vertex
+behind landmark ``i``. :func:`fit_landmarks` solves it in three pieces:
+
+1. **Camera** (:func:`estimate_camera`): the scaled orthographic camera that maps
+   3D landmark vertices onto the 2D landmarks -- a linear affine estimate, the
+   nearest scaled rotation by SVD ("gold standard"), then Gauss-Newton.
+2. **Jaw contour** (:func:`contour_correspondences`): the 16 jaw landmarks are
+   not fixed vertices; a detector puts them on the outline of the face in the
+   photo. With the current face and pose each jaw landmark is re-assigned to the
+   silhouette vertex in its direction, and it counts only across the jaw line
+   (it may slide along it).
+3. **Shape** (:func:`solve_shape`): for a fixed camera the projection is linear
+   in ``(alpha, e)``, so eq. (4) is linear least squares, solved in closed form
+   by one small linear solve (the normal equations). A few Levenberg-Marquardt
+   steps then move pose and shape together (:func:`_gauss_newton`), because the
+   camera/shape alternation alone crawls along the pitch <-> depth valley.
+
+Then the vertex colours of the paper: the colour of the pixel each visible
+vertex projects to; invisible vertices get exactly 0 (r, g, b).
+
+Conventions are those of :mod:`dualface_lite.camera`: object frame in mm,
+pixels ``(u, v)`` with ``v`` down and pixel centres at integers.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from .camera import Camera
+from .model import IBUG_CONTOUR_LEFT, IBUG_CONTOUR_RIGHT, MorphableModel
+
+__all__ = ["Fit", "fit_landmarks", "estimate_camera", "solve_shape", "contour_correspondences",
+           "sample_colors", "as_rgb", "JAW", "CONTOUR_METHODS", "LANDMARK_MARGIN_PX",
+           "DEFAULT_LAM", "DEFAULT_SIGMA_L", "DEFAULT_LAM_EXPR"]
+
+#: the 16 jaw-line landmarks (0-based iBUG): not tied to fixed vertices
+JAW = np.concatenate([IBUG_CONTOUR_RIGHT, IBUG_CONTOUR_LEFT])
+CONTOUR_METHODS = ("ray", "outline", "candidates", "fixed")
+_GN_STEPS = 5        # Levenberg-Marquardt steps per iteration of the fit
+_WEDGE_DEG = 2.0     # half-angle of the rays of the "ray" contour update
+
+# Defaults chosen by benchmarks/tune_fitting.py on validation subjects (seeds 50000-50059,
+# 3 conditions, default synth.Population, 0.7 px landmark noise): lam stays at 0.5 (MAP
+# under alpha ~ N(0, I)); sigma_l = 2.5 px had the lowest mean vertex error (4.16 mm;
+# 2.0-3.0 px within 0.03 mm; the mean face: 6.09 mm); lam_expr = 0.01 (0 to 0.2 within
+# 0.01 mm; a small ridge keeps the normal equations positive definite).
+DEFAULT_LAM = 0.5
+DEFAULT_SIGMA_L = 2.5
+DEFAULT_LAM_EXPR = 0.01
+_DEPTH_MM = 1000.0  # an orthographic camera's t[2]: only sets depths (face ~1 m in front)
+
+
+def _check_points(x, shape_tail: int, name: str) -> np.ndarray:
+    a = np.asarray(x, dtype=np.float64)
+    if a.ndim != 2 or a.shape[1] != shape_tail:
+        raise ValueError(f"{name} must have shape (L, {shape_tail}), got {a.shape}")
+    if not np.all(np.isfinite(a)):
+        raise ValueError(f"{name} contains NaN or infinite values")
+    return a
+
+
+def _rodrigues(w: np.ndarray) -> np.ndarray:
+    """Axis-angle vector (3,) -> rotation (3, 3): ``I + sin(t)/t K + (1 - cos(t))/t^2 K^2``."""
+    th = float(np.sqrt(w @ w))
+    K = np.array([[0.0, -w[2], w[1]], [w[2], 0.0, -w[0]], [-w[1], w[0], 0.0]])
+    if th < 1e-12:
+        return np.eye(3) + K
+    return np.eye(3) + np.sin(th) / th * K + (1 - np.cos(th)) / th**2 * (K @ K)
+
+
+def _affine_camera(X: np.ndarray, y: np.ndarray):
+    """Linear step of the gold-standard algorithm: the affine camera ``y ~ A X + b``
+    (A: 2x3) by least squares on normalised points, then the nearest scaled
+    rotation ``s [r1; r2]`` to ``A`` via its SVD ``A = U diag(d) V^T``:
+    ``[r1; r2] = U V^T``, ``s = (d1 + d2) / 2``, ``r3 = r1 x r2``."""
+    mx, my = X.mean(0), y.mean(0)
+    Xc, yc = X - mx, y - my
+    kx = np.sqrt(3.0) / max(np.sqrt((Xc**2).sum(1).mean()), 1e-12)   # isotropic normalisation
+    ky = np.sqrt(2.0) / max(np.sqrt((yc**2).sum(1).mean()), 1e-12)
+    M, *_ = np.linalg.lstsq(Xc * kx, yc * ky, rcond=None)             # (3, 2): y = X M
+    A = M.T * (kx / ky)                                               # back to mm -> px
+    U, d, Vt = np.linalg.svd(A, full_matrices=False)                  # U (2,2), Vt (2,3)
+    R2 = U @ Vt
+    s = float(d.mean())
+    R = np.vstack([R2, np.cross(R2[0], R2[1])])
+    t2 = my / s - R2 @ mx                                             # y = s (R2 X + t2)
+    return R, s, t2
+
+
+def _gauss_newton(X0: np.ndarray, Bp: np.ndarray, y: np.ndarray, R: np.ndarray, s: float, t2: np.ndarray,
+                  c: np.ndarray, w: np.ndarray, n_iter: int = 10, tol: float = 1e-10, Wl=None):
+    """Levenberg-Marquardt (damped Gauss-Newton) on
+
+        E = sum_i || s (P R X_i(c) + t2) - y_i ||^2 + sum_k w_k c_k^2,   X_i(c) = X0_i + Bp_i c
+
+    over the rotation (update ``R <- exp([w]_x) R``, axis-angle ``w``), the scale
+    ``s``, the 2D translation ``t2`` and -- when ``Bp`` has columns -- the shape
+    coefficients ``c`` jointly. ``P = [I2 0]``; ``y`` in the y-up frame centred on
+    the principal point. With ``Y_i = R X_i`` the Jacobian rows of landmark ``i`` are
+
+        [ -s P [Y_i]_x  |  P Y_i + t2  |  s I2  |  s P R Bp_i ]
+
+    (``d(R X)/dw = -[R X]_x``), and ``diag(sqrt(w))`` for the ridge rows. Each step
+    solves ``(J^T J + mu diag(J^T J)) delta = -J^T r``; ``mu`` grows until the
+    step lowers ``E``. With no shape columns this is the camera refinement of
+    :func:`estimate_camera`."""
+    L, _, K = Bp.shape
+    sw = np.sqrt(w)
+
+    def resid(R, s, t2, c):
+        X = X0 + Bp @ c if K else X0
+        r = s * (X @ R[:2].T + t2) - y
+        r = (r if Wl is None else (Wl @ r[:, :, None])[:, :, 0]).reshape(-1)
+        return np.concatenate([r, sw * c]) if K else r
+
+    r = resid(R, s, t2, c)
+    cost = r @ r
+    mu = 1e-6
+    J = np.zeros((2 * L + K, 6 + K))
+    if K:
+        J[2 * L:, 6:] = np.diag(sw)
+    Jd = J[:2 * L].reshape(L, 2, 6 + K)
+    for _ in range(n_iter):
+        Y = (X0 + Bp @ c if K else X0) @ R.T
+        # -s P [Y]_x: rows (0, -Y_z, Y_y) and (Y_z, 0, -Y_x)
+        Jd[:, 0, 0] = Jd[:, 1, 1] = 0.0
+        Jd[:, 0, 1], Jd[:, 0, 2] = s * Y[:, 2], -s * Y[:, 1]
+        Jd[:, 1, 0], Jd[:, 1, 2] = -s * Y[:, 2], s * Y[:, 0]
+        Jd[:, :, 3] = Y[:, :2] + t2
+        Jd[:, :, 4:6] = s * np.eye(2)
+        if K:
+            Jd[:, :, 6:] = s * (R[:2] @ Bp)
+        if Wl is not None:
+            Jd[:] = Wl @ Jd
+        H, g = J.T @ J, J.T @ r
+        dH = np.diag(H) + 1e-12
+        for _ in range(10):
+            Hd = H.copy()
+            Hd[np.diag_indices_from(Hd)] += mu * dH
+            step = np.linalg.solve(Hd, -g)
+            if -(g @ step) <= tol * max(cost, 1e-30):   # predicted gain negligible: converged
+                break
+            Rn = _rodrigues(step[:3]) @ R
+            sn, tn, cn_ = s + step[3], t2 + step[4:6], c + step[6:]
+            rn = resid(Rn, sn, tn, cn_)
+            cn = rn @ rn
+            if sn > 0 and cn <= cost:
+                break
+            mu *= 10.0
+        else:
+            break
+        if -(g @ step) <= tol * max(cost, 1e-30):
+            break
+        done = cost - cn <= tol * max(cost, 1e-30)
+        R, s, t2, c, r, cost = Rn, sn, tn, cn_, rn, cn
+        mu = max(mu / 10.0, 1e-9)
+        if done:
+            break
+    U, _, Vt = np.linalg.svd(R)          # keep R exactly orthonormal
+    return U @ Vt, float(s), t2, c
+
+
+def _refine_camera(X, y, R, s, t2, n_iter: int = 10):
+    R, s, t2, _ = _gauss_newton(X, np.zeros((len(X), 3, 0)), y, R, s, t2, np.zeros(0), np.zeros(0), n_iter)
+    return R, s, t2
+
+
+def _make_camera(R, s, t2, width, height, depth_ref: float = 0.0) -> Camera:
+    """An orthographic :class:`Camera` with principal point at the image centre.
+    ``depth_ref`` is ``r3 . X`` of a reference point, placed ``_DEPTH_MM`` in front."""
+    t = np.array([t2[0], t2[1], -_DEPTH_MM - depth_ref])
+    return Camera(R=R, t=t, focal=s, width=width, height=height, kind="orthographic")
+
+
+def estimate_camera(points3d, points2d, width: int, height: int, refine: bool = True) -> Camera:
+    """The scaled orthographic camera that best maps ``points3d`` onto ``points2d``.
+
+    Parameters
+    ----------
+    points3d : (L, 3) object-frame points in mm (L >= 4, not all on one line;
+        with all of them in one plane the depth direction is a guess).
+    points2d : (L, 2) their pixel positions ``(u, v)`` (kit convention: ``u`` right,
+        ``v`` down, pixel centres at integers; see :mod:`dualface_lite.camera`).
+    width, height : image size in px; the camera's principal point is the image
+        centre ``((width-1)/2, (height-1)/2)``.
+    refine : polish the linear estimate by Gauss-Newton on the reprojection error.
+
+    Returns
+    -------
+    A :class:`~dualface_lite.camera.Camera` with ``kind="orthographic"``:
+    ``u = cx + s * (R X + t)_x``, ``v = cy - s * (R X + t)_y`` with ``s = camera.focal``
+    in px/mm. ``t[2]`` only sets depths: the points' centroid is placed 1000 mm in
+    front of the camera.
+
+    Method (the "gold standard" of Hartley & Zisserman for affine cameras):
+
+    1. Flip ``v`` into a y-up frame centred on the principal point,
+       ``y = (u - cx, cy - v)``, so the model is ``y = s (P R X + t2)``, ``P = [I2 0]``.
+    2. Linear: fit the affine camera ``y ~ A X + b`` (A: 2x3) by least squares,
+       then take the nearest scaled rotation to ``A`` by SVD
+       (``A = U D V^T -> s = mean(D), [r1; r2] = U V^T, r3 = r1 x r2``).
+    3. Refine (``refine=True``): Gauss-Newton / Levenberg-Marquardt over an
+       axis-angle rotation update, ``s`` and ``t2``, minimising
+       ``sum_i ||s (P R X_i + t2) - y_i||^2``.
+
+    From exact points of a scaled orthographic camera the result is exact.
+    """
+    X = _check_points(points3d, 3, "points3d")
+    uv = _check_points(points2d, 2, "points2d")
+    if len(X) != len(uv):
+        raise ValueError(f"points3d and points2d must have the same length, got {len(X)} and {len(uv)}")
+    if len(X) < 4:
+        raise ValueError(f"points3d needs at least 4 points, got {len(X)}")
+    if int(width) <= 0 or int(height) <= 0:
+        raise ValueError(f"width and height must be positive, got {width}x{height}")
+    Xc = X - X.mean(0)
+    if np.linalg.svd(Xc, compute_uv=False)[1] < 1e-9 * max(1.0, np.abs(Xc).max()):
+        raise ValueError("points3d are (nearly) collinear: the camera is not determined")
+    cx, cy = (int(width) - 1) / 2.0, (int(height) - 1) / 2.0
+    y = np.stack([uv[:, 0] - cx, cy - uv[:, 1]], axis=1)
+    if np.ptp(y, axis=0).max() < 1e-9:
+        raise ValueError("points2d are all at one pixel: the camera is not determined")
+    R, s, t2 = _affine_camera(X, y)
+    if refine:
+        R, s, t2 = _refine_camera(X, y, R, s, t2)
+    return _make_camera(R, s, t2, width, height, depth_ref=float(R[2] @ X.mean(0)))
+
+
+# ---------------------------------------------------------------------------
+# input checks
+# ---------------------------------------------------------------------------
+
+#: landmarks may lie this far (px) outside the image's outer pixel edges
+#: ``[-0.5, W - 0.5] x [-0.5, H - 0.5]`` (a detector's jaw points can touch the border)
+LANDMARK_MARGIN_PX = 0.5
+
+
+def as_rgb(image, name: str = "image") -> np.ndarray:
+    """Any common image layout -> float64 RGB (H, W, 3) in [0, 1].
+
+    Accepts uint8 (0..255) or float in [0, 1]; grayscale (H, W) or (H, W, 1) is
+    repeated to RGB, RGBA (H, W, 4) loses its alpha channel. Anything else is a
+    ``ValueError`` that names ``name``.
+    """
+    img = np.asarray(image)
+    if img.ndim == 3 and img.shape[2] == 1:
+        img = img[..., 0]
+    if img.ndim == 2:
+        img = np.repeat(img[..., None], 3, axis=2)
+    elif img.ndim == 3 and img.shape[2] == 4:
+        img = img[..., :3]
+    if img.ndim != 3 or img.shape[2] != 3:
+        raise ValueError(f"{name} must be an (H, W), (H, W, 1), (H, W, 3) or (H, W, 4) array, got shape "
+                         f"{np.asarray(image).shape}")
+    if img.shape[0] < 2 or img.shape[1] < 2:
+        raise ValueError(f"{name} must be at least 2 x 2 pixels, got {img.shape[1]} x {img.shape[0]}")
+    if img.dtype == np.uint8:
+        return img.astype(np.float64) / 255.0
+    if img.dtype == bool or not np.issubdtype(img.dtype, np.number):
+        raise ValueError(f"{name} must be uint8 (0..255) or float in [0, 1], got dtype {img.dtype}")
+    f = img.astype(np.float64)
+    if not np.all(np.isfinite(f)):
+        raise ValueError(f"{name} contains NaN or infinite values")
+    if np.issubdtype(img.dtype, np.integer):
+        if f.min() < 0 or f.max() > 255:
+            raise ValueError(f"{name}: integer images must hold 0..255, got {f.min():g}..{f.max():g}")
+        return f / 255.0
+    if f.min() < 0 or f.max() > 1:
+        raise ValueError(f"{name}: float images must be in [0, 1], got {f.min():g}..{f.max():g} "
+                         "(divide by 255, or pass uint8)")
+    return f
+
+
+def _check_landmarks(landmarks, image_hw=None) -> np.ndarray:
+    try:
+        L = np.asarray(landmarks, dtype=np.float64)
+    except (TypeError, ValueError):
+        L = None
+    if L is None or L.shape != (68, 2):
+        got = np.shape(landmarks) if L is not None else "something that is not an array of numbers"
+        raise ValueError(f"landmarks must have shape (68, 2) (iBUG-68, pixels), got {got}")
+    if not np.all(np.isfinite(L)):
+        bad = np.flatnonzero(~np.isfinite(L).all(1))
+        raise ValueError(f"landmarks contains NaN or infinite values (landmarks {bad.tolist()})")
+    if image_hw is not None:
+        H, W = image_hw
+        m = LANDMARK_MARGIN_PX
+        out = ((L[:, 0] < -0.5 - m) | (L[:, 0] > W - 0.5 + m) |
+               (L[:, 1] < -0.5 - m) | (L[:, 1] > H - 0.5 + m))
+        if out.any():
+            raise ValueError(f"landmarks {np.flatnonzero(out).tolist()} lie outside the {W} x {H} image "
+                             f"(allowed: u in [{-0.5 - m}, {W - 0.5 + m}], v in [{-0.5 - m}, {H - 0.5 + m}])")
+    return L
+
+
+def _check_weight(x, name: str, positive: bool) -> float:
+    try:
+        x = float(x)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be a number, got {x!r}") from None
+    if not np.isfinite(x) or (x <= 0 if positive else x < 0):
+        raise ValueError(f"{name} must be {'positive' if positive else 'non-negative'} and finite, got {x}")
+    return x
+
+
+# ---------------------------------------------------------------------------
+# the model as arrays the solver wants (cached per model)
+# ---------------------------------------------------------------------------
+
+_CACHE: dict = {}
+
+
+def _model_arrays(model: MorphableModel) -> dict:
+    """``B`` (N, 3, m + n_e) float64: ``[U diag(sigma) | expressions]`` per vertex, so a
+    face is ``mean + B @ c`` with ``c = [alpha; e]``; plus the triangles as int64."""
+    # keyed by the model object and its arrays: reassigning model.basis (etc.) rebuilds
+    key = (id(model), id(model.mean), id(model.basis), id(model.expressions), model.sigma.tobytes())
+    hit = _CACHE.get(key)
+    if hit is not None and hit["model"] is model:
+        return hit
+    N, m = model.n_vertices, model.n_components
+    B = np.concatenate([model.basis.astype(np.float64) * model.sigma.astype(np.float64),
+                        model.expressions.astype(np.float64)], axis=1).reshape(N, 3, -1)
+    arr = dict(model=model, mean=model.mean.astype(np.float64), B=B, Bflat=B.reshape(3 * N, -1),
+               F=np.asarray(model.triangles, dtype=np.int64))
+    _CACHE.clear()  # one model at a time is the common case; keep memory bounded
+    _CACHE[key] = arr
+    return arr
+
+
+# ---------------------------------------------------------------------------
+# shape: eq. (4) in closed form
+# ---------------------------------------------------------------------------
+
+def solve_shape(camera: Camera, mean_pts, basis_pts, landmarks, lam: float, sigma_l: float,
+                lam_expr: float = DEFAULT_LAM_EXPR, n_components: int | None = None,
+                n_expr: int | None = None, weights=None) -> np.ndarray:
+    """Eq. (4) for a fixed camera, in closed form.
+
+    Parameters
+    ----------
+    camera : an orthographic :class:`Camera` (the current pose).
+    mean_pts : (L, 3) mean-face position of each landmark's vertex.
+    basis_pts : (L, 3, K) how each of them moves per coefficient:
+        ``X_i(c) = mean_pts[i] + basis_pts[i] @ c``; the first ``n_components``
+        columns are ``sigma_j u_j`` (identity), the last ``n_expr`` are expression
+        blendshapes.
+    landmarks : (L, 2) pixels.
+    lam, sigma_l, lam_expr : the weights below.
+    weights : optional (L, 2, 2) matrices ``W_i`` applied to each landmark's
+        residual (y-up frame): the identity counts the full 2D distance; the
+        projector ``n n^T`` on the outline's normal ``n`` counts only the distance
+        across the outline (the jaw landmarks, see :func:`fit_landmarks`).
+
+    Returns ``c = [alpha; e]`` (K,).
+
+    The projection is linear in ``c``: in the y-up frame centred on the principal
+    point, ``y_i = s (P R X_i + t2)`` with ``P = [I2 0]``, so the stacked
+    projections are ``A c + p0`` with ``A_i = s P R basis_pts[i]`` (2 x K) and
+    ``p0_i = s (P R mean_pts[i] + t2)``. With ``b = y - p0`` the objective
+
+        E(c) = 1/(2 sigma_l^2) ||A c - b||^2 + lam ||alpha||^2 + lam_expr ||e||^2
+
+    (eq. (4), plus a small ridge ``lam_expr`` on the expression weights so that a
+    neutral face does not borrow expressions to explain landmark noise) is
+    quadratic; setting its gradient to zero gives the normal equations
+
+        (A^T A + 2 sigma_l^2 D) c = A^T b,    D = diag(lam, ..., lam, lam_expr, ..., lam_expr)
+
+    -- one K x K solve (K = 63 + 6). Multiplying E by a constant does not move
+    its minimum, so only ``lam * sigma_l^2`` (and ``lam_expr * sigma_l^2``)
+    matter.
+    """
+    X0 = np.asarray(mean_pts, dtype=np.float64)
+    Bp = np.asarray(basis_pts, dtype=np.float64)
+    K = Bp.shape[2]
+    n_expr = 0 if n_expr is None else int(n_expr)
+    n_id = K - n_expr if n_components is None else int(n_components)
+    s, P = camera.focal, camera.R[:2]
+    A = s * np.einsum("ab,lbk->lak", P, Bp).reshape(-1, K)           # (2L, K)
+    p0 = s * (X0 @ P.T + camera.t[:2])
+    y = np.stack([landmarks[:, 0] - camera.center[0], camera.center[1] - landmarks[:, 1]], axis=1)
+    b = (y - p0).reshape(-1)
+    if weights is not None:
+        Wl = np.asarray(weights, dtype=np.float64)
+        A = np.einsum("lab,lbk->lak", Wl, A.reshape(-1, 2, K)).reshape(-1, K)
+        b = np.einsum("lab,lb->la", Wl, b.reshape(-1, 2)).reshape(-1)
+    d = np.concatenate([np.full(n_id, lam), np.full(K - n_id, lam_expr)])
+    H = A.T @ A + np.diag(2.0 * sigma_l**2 * d)
+    return np.linalg.solve(H, A.T @ b)
+
+
+# ---------------------------------------------------------------------------
+# jaw contour
+# ---------------------------------------------------------------------------
+
+def _outline(p: np.ndarray, n_bins: int = 360) -> np.ndarray:
+    """Vertices on the outline of a projected point set (N, 2): around the centroid,
+    the farthest point in each of ``n_bins`` angular sectors."""
+    c = p.mean(0)
+    d = p - c
+    ang = np.arctan2(d[:, 1], d[:, 0])
+    b = np.minimum(((ang + np.pi) * (n_bins / (2 * np.pi))).astype(np.int64), n_bins - 1)
+    r2 = (d**2).sum(1)
+    order = np.lexsort((r2, b))                      # by sector, then by distance
+    last = np.r_[b[order][1:] != b[order][:-1], True]
+    return order[last]
+
+
+def contour_correspondences(model: MorphableModel, vertices, camera: Camera, landmarks,
+                            method: str = "ray", wedge_deg: float = 2.0) -> np.ndarray:
+    """Vertex (16,) behind each jaw landmark (iBUG 1-8, 10-17) under ``camera``.
+
+    A detector puts the jaw landmarks on the outline of the face it sees, and the
+    outline moves over the surface as the head turns: at 30 deg of yaw the far
+    cheek's outline is centimetres away from the frontal jaw vertices. So the
+    fit re-chooses these correspondences at every iteration, with its current
+    face ``vertices`` (N, 3) and pose:
+
+    ``"ray"`` (default): from ``c``, the image of a point inside the head
+        (45 mm behind the middle of the nose), cast a ray through each jaw
+        landmark; the landmark's vertex is the one whose projection lies
+        farthest out along that ray among those within ``wedge_deg`` of it --
+        the face's silhouette in the landmark's direction. (This is also how
+        :func:`dualface_lite.synth.jaw_outline` places the synthetic jaw points.)
+    ``"outline"``: the outline of the projected vertices (around their centroid,
+        the farthest vertex in each 1 deg sector); each jaw landmark takes the
+        outline vertex nearest to it in the image.
+    ``"candidates"``: as eos does, the nearest (in the image) of the 17 contour
+        candidates of that side (``model.contour_right`` / ``contour_left``).
+    ``"fixed"``: the frontal defaults ``model.ibug68`` (no update).
+
+    Everything is vectorized: one (N, 16) array of projections onto the rays.
+    ``benchmarks/tune_fitting.py`` compares the four.
+    """
+    L = np.asarray(landmarks, dtype=np.float64)[JAW]
+    if method == "fixed":
+        return model.ibug68[JAW].astype(np.int64)
+    V = np.asarray(vertices)
+    if method == "candidates":
+        out = np.empty(16, dtype=np.int64)
+        for side, cand in ((slice(0, 8), model.contour_right), (slice(8, 16), model.contour_left)):
+            q = camera.project(V[cand])
+            d2 = ((L[side, None, :] - q[None]) ** 2).sum(-1)
+            out[side] = cand[d2.argmin(1)]
+        return out
+    if method == "ray":
+        p = camera.project(V)
+        lm3 = V[model.ibug68]
+        centre3 = 0.5 * (lm3[27] + lm3[30]) + np.array([0.0, 0.0, -45.0])
+        c = camera.project(centre3[None])[0]
+        dirs = L - c
+        dirs /= np.linalg.norm(dirs, axis=1, keepdims=True) + 1e-12
+        rel = p - c
+        along = rel @ dirs.T                                   # (N, 16) distance along each ray
+        r = np.sqrt((rel**2).sum(1))[:, None] + 1e-9
+        inside = along > r * np.cos(np.deg2rad(wedge_deg))    # within the wedge around the ray
+        best = np.where(inside, along, -np.inf).argmax(axis=0).astype(np.int64)
+        empty = ~inside.any(axis=0)                            # no vertex in a wedge: nearest vertex
+        if empty.any():
+            best[empty] = (((L[empty, None, :] - p[None]) ** 2).sum(-1)).argmin(1)
+        return best
+    if method == "outline":
+        p = camera.project(V)
+        o = _outline(p)
+        d2 = ((L[:, None, :] - p[o][None]) ** 2).sum(-1)
+        return o[d2.argmin(1)].astype(np.int64)
+    raise ValueError(f"method must be one of {CONTOUR_METHODS}, got {method!r}")
+
+
+def _jaw_weights(y: np.ndarray, mode: str) -> np.ndarray:
+    """(68, 2, 2) residual weights ``W_i``: the identity (full 2D distance), except
+    on the 16 jaw landmarks with ``mode="slide"``: ``n n^T`` with ``n`` the unit
+    normal of the landmarks' own jaw polyline (iBUG 1..17, y-up frame), so only
+    the distance *across* the jaw line counts and a landmark may slide along it.
+    A detector's jaw points are well placed across the outline but loosely along
+    it; sliding keeps that uncertainty out of the shape."""
+    Wl = np.tile(np.eye(2), (68, 1, 1))
+    if mode == "slide":
+        line = y[:17]
+        tang = np.empty_like(line)
+        tang[1:-1] = line[2:] - line[:-2]
+        tang[0], tang[-1] = line[1] - line[0], line[-1] - line[-2]
+        tang /= np.linalg.norm(tang, axis=1, keepdims=True) + 1e-12
+        n = np.stack([-tang[:, 1], tang[:, 0]], axis=1)[JAW]
+        Wl[JAW] = n[:, :, None] * n[:, None, :]
+    return Wl
+
+
+# ---------------------------------------------------------------------------
+# colours
+# ---------------------------------------------------------------------------
+
+def sample_colors(image, uv, visible) -> np.ndarray:
+    """Bilinear colour (N, 3) float32 in [0, 1] of ``image`` at ``uv`` (N, 2) px
+    where ``visible``; exactly 0 elsewhere (the paper: "for those vertices
+    invisible in the image, we set their r, g, b values as 0")."""
+    img = as_rgb(image)
+    uv = np.asarray(uv, dtype=np.float64)
+    vis = np.asarray(visible, dtype=bool).reshape(-1)
+    if uv.ndim != 2 or uv.shape[1] != 2 or vis.shape[0] != uv.shape[0]:
+        raise ValueError(f"uv must be (N, 2) and visible (N,), got {uv.shape} and {vis.shape}")
+    return _sample(img, uv, vis)
+
+
+def _sample(img: np.ndarray, uv: np.ndarray, vis: np.ndarray) -> np.ndarray:
+    H, W = img.shape[:2]
+    out = np.zeros((len(uv), 3), dtype=np.float32)
+    idx = np.flatnonzero(vis & np.isfinite(uv).all(1))
+    u = np.clip(uv[idx, 0], 0, W - 1)
+    v = np.clip(uv[idx, 1], 0, H - 1)
+    j0 = np.minimum(np.floor(u).astype(np.int64), W - 2)
+    i0 = np.minimum(np.floor(v).astype(np.int64), H - 2)
+    fu, fv = (u - j0)[:, None], (v - i0)[:, None]
+    c = ((1 - fv) * ((1 - fu) * img[i0, j0] + fu * img[i0, j0 + 1]) +
+         fv * ((1 - fu) * img[i0 + 1, j0] + fu * img[i0 + 1, j0 + 1]))
+    out[idx] = c
+    return out
+
+
+# ---------------------------------------------------------------------------
+# the fit
+# ---------------------------------------------------------------------------
+
+@dataclass
+class Fit:
+    """The result of :func:`fit_landmarks`: the personalised template of the paper.
+
+    vertices : (N, 3) float32, ``S_0`` in the model's object frame (mm).
+    colors : (N, 3) float32 in [0, 1], the photo's colour at each visible vertex
+        (bilinear), exactly 0 at invisible ones (all 0 without an image).
+    visible : (N,) bool, vertices the fitted camera sees (all False without an image).
+    pose : orthographic :class:`Camera` (``R``, ``t``; ``focal`` = scale in px/mm;
+        width/height = the image's, or a box around the landmarks).
+    alpha : (m,) float32 identity coefficients (in standard deviations; zeros
+        beyond ``n_components``), ``expr`` : (6,) float32 blendshape weights, so
+        ``vertices == model.shape(alpha, expr)``.
+    landmark_vertices : (68,) int, the vertex behind each landmark (jaw ones
+        from the contour update).
+    landmarks_fit : (68, 2) float32, where those vertices project (px).
+    landmark_error : mean distance (px) between the given and the fitted landmarks.
+    n_iter : iterations run; ``seconds`` : wall time of the fit.
+    """
+
+    vertices: np.ndarray
+    colors: np.ndarray
+    visible: np.ndarray
+    pose: Camera
+    alpha: np.ndarray
+    expr: np.ndarray
+    landmark_vertices: np.ndarray
+    landmark_error: float
+    landmarks_fit: np.ndarray
+    n_iter: int = 0
+    seconds: float = 0.0
+
+    @property
+    def angles(self) -> tuple[float, float, float]:
+        """(yaw, pitch, roll) of the fitted pose in degrees."""
+        return self.pose.angles
+
+
+def _landmark_box(L: np.ndarray) -> tuple[int, int]:
+    """Width, height of an image that holds the landmarks with a margin of half
+    the face's size (pixel coordinates unchanged: the box starts at 0)."""
+    ext = float(max(np.ptp(L[:, 0]), np.ptp(L[:, 1]), 1.0))
+    w = int(np.ceil(max(L[:, 0].max(), 0) + 0.5 * ext)) + 1
+    h = int(np.ceil(max(L[:, 1].max(), 0) + 0.5 * ext)) + 1
+    return max(w, 2), max(h, 2)
+
+
+def fit_landmarks(model: MorphableModel, landmarks, image=None, *, lam: float = DEFAULT_LAM,
+                  sigma_l: float = DEFAULT_SIGMA_L, n_iter: int = 3, fit_expressions: bool = True,
+                  n_components: int | None = None, lam_expr: float = DEFAULT_LAM_EXPR,
+                  contour: str = "ray", jaw: str = "slide", joint: bool = True) -> Fit:
+    """Fit the morphable model to 68 landmarks: pose, shape (eq. (4)), colours.
+
+    This is the paper's personalised template ``S_0`` (section III-B-1).
+
+    Parameters
+    ----------
+    model : the :class:`~dualface_lite.model.MorphableModel` (``df.load_model()``).
+    landmarks : (68, 2) iBUG-68 landmark pixels ``(u, v)`` (0-based iBUG order).
+    image : optional photo: uint8, or float in [0, 1]; (H, W) grayscale and
+        (H, W, 4) RGBA are converted to RGB. It gives the vertex colours and the
+        camera's image size, and every landmark must then lie inside it: within
+        ``LANDMARK_MARGIN_PX`` = 0.5 px beyond its outer pixel edges, i.e.
+        ``u`` in ``[-1, W]`` and ``v`` in ``[-1, H]`` (a detector's jaw points may
+        touch the border; farther out means the landmarks belong to another image).
+    lam : ``lambda`` of eq. (4), the weight of ``||alpha||^2``.
+    sigma_l : ``sigma_L`` of eq. (4), the landmark noise in px.
+        Only ``lam * sigma_l^2`` matters (scaling eq. (4) does not move its
+        minimum). The kit keeps ``lam = 0.5``, which makes eq. (4) the MAP
+        estimate under the model's own prior ``alpha ~ N(0, I)`` and Gaussian
+        landmark noise of std ``sigma_l``, and tunes ``sigma_l`` on validation
+        subjects (``benchmarks/tune_fitting.py``): the default 2.5 px is larger
+        than the detector's noise (0.7 px) because it also absorbs what the model
+        and the orthographic camera cannot express. For exact landmarks of faces
+        inside the model, 0.5 px does better. The synthetic faces are about
+        130 px wide; for other photos scale ``sigma_l`` with the face's size.
+    n_iter : iterations of jaw contour -> shape -> pose (3 suffice; see the benchmark).
+    fit_expressions : also solve for the 6 expression weights (else ``expr = 0``).
+    n_components : use only the first ``n_components`` PCA components (default: all m).
+    lam_expr : ridge on the expression weights ``e``, in the units of ``lam``
+        (default 0.01: expressions move freely; the ridge only keeps the normal
+        equations positive definite).
+    contour : how the jaw landmarks find their vertices (:func:`contour_correspondences`):
+        ``"ray"`` (default), ``"outline"``, ``"candidates"`` (eos) or ``"fixed"``.
+    jaw : ``"slide"`` (default): a jaw landmark counts only across the jaw line
+        (point-to-line distance, see :func:`_jaw_weights`); ``"point"``: the full
+        2D distance, as for the other landmarks.
+    joint : polish pose and shape together by Levenberg-Marquardt after each
+        closed-form shape step (default); ``False`` alternates only (closed-form
+        shape, then :func:`estimate_camera`), which is the textbook scheme but
+        converges slowly.
+
+    Returns
+    -------
+    :class:`Fit` (vertices, colours, visibility, pose, coefficients, landmark fit).
+
+    Algorithm
+    ---------
+    1. Start from the mean face; the camera from the 51 inner landmarks (their
+       vertices are fixed) by :func:`estimate_camera`.
+    2. Repeat ``n_iter`` times:
+
+       a. jaw contour: :func:`contour_correspondences` for the current face and pose;
+       b. shape, eq. (4) in closed form for the current camera (:func:`solve_shape`):
+          ``(A^T A + 2 sigma_l^2 D) c = A^T b``, ``c = [alpha; e]``;
+       c. pose: pose and shape together by a few Levenberg-Marquardt steps on the
+          same objective (:func:`_gauss_newton`), starting from (a, b).
+
+       Why (c) is joint: with 2D landmarks, a little more pitch and a little
+       less face depth project almost alike, so the camera-then-shape
+       alternation zig-zags along that valley. On exact orthographic landmarks
+       of in-model faces, 30 alternations still left 3.1 mm of error where the
+       joint steps reach 0.08 mm.
+    3. Colours, as the paper: visibility by z-buffer
+       (:func:`dualface_lite.render.vertex_visibility` with the fitted
+       orthographic camera), then the photo's colour (bilinear) at each visible
+       vertex and exactly 0 at the others. Without an image, ``visible`` is all
+       False and ``colors`` all 0.
+
+    Everything is vectorized numpy (no loop over vertices): a fit takes a few
+    milliseconds, plus one rasterization for the colours.
+    """
+    t0 = time.perf_counter()
+    if not isinstance(model, MorphableModel):
+        raise TypeError(f"model must be a MorphableModel (df.load_model()), got {type(model).__name__}")
+    img = None if image is None else as_rgb(image)
+    L = _check_landmarks(landmarks, None if img is None else img.shape[:2])
+    lam = _check_weight(lam, "lam", positive=False)
+    sigma_l = _check_weight(sigma_l, "sigma_l", positive=True)
+    lam_expr = _check_weight(lam_expr, "lam_expr", positive=False)
+    if isinstance(n_iter, bool) or not isinstance(n_iter, (int, np.integer)) or n_iter < 1:
+        raise ValueError(f"n_iter must be a positive integer, got {n_iter!r}")
+    m = model.n_components
+    k = m if n_components is None else n_components
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or not 0 <= k <= m:
+        raise ValueError(f"n_components must be an integer in [0, {m}], got {n_components!r}")
+    k = int(k)
+    if contour not in CONTOUR_METHODS:
+        raise ValueError(f"contour must be one of {CONTOUR_METHODS}, got {contour!r}")
+    if jaw not in ("slide", "point"):
+        raise ValueError(f"jaw must be 'slide' or 'point', got {jaw!r}")
+    if img is not None:
+        H, W = img.shape[:2]
+    else:
+        W, H = _landmark_box(L)
+
+    arr = _model_arrays(model)
+    mean, Bflat, B = arr["mean"], arr["Bflat"], arr["B"]
+    n_e = model.n_expressions if fit_expressions else 0
+    cols = np.r_[np.arange(k), m + np.arange(n_e)].astype(np.int64)
+    full = np.zeros(B.shape[2])            # c padded to all m + 6 columns
+
+    def face(c):                           # vertices (N, 3): mean + [U diag(sigma) | B_expr] c
+        full[cols] = c
+        return (mean.reshape(-1) + Bflat @ full).reshape(-1, 3)
+
+    y = np.stack([L[:, 0] - (W - 1) / 2.0, (H - 1) / 2.0 - L[:, 1]], axis=1)   # y-up, centred
+    w = 2.0 * sigma_l**2 * np.r_[np.full(k, lam), np.full(n_e, lam_expr)]       # ridge of eq. (4)
+    Wl = _jaw_weights(y, jaw)
+    lm_vert = model.ibug68.astype(np.int64).copy()
+    inner = np.setdiff1d(np.arange(68), JAW)
+
+    V, c = mean, np.zeros(len(cols))
+    cam = estimate_camera(V[lm_vert[inner]], L[inner], W, H, refine=joint is False)
+    for _ in range(int(n_iter)):
+        lm_vert[JAW] = contour_correspondences(model, V, cam, L, method=contour, wedge_deg=_WEDGE_DEG)
+        Bl = B[lm_vert][:, :, cols]
+        if len(cols):   # (b) eq. (4) in closed form for the current camera
+            c = solve_shape(cam, mean[lm_vert], Bl, L, lam, sigma_l, lam_expr, n_components=k, n_expr=n_e,
+                            weights=Wl)
+        if joint:       # (c) pose and shape together
+            R, s, t2, c = _gauss_newton(mean[lm_vert], Bl, y, cam.R, cam.focal, cam.t[:2], c, w,
+                                        n_iter=_GN_STEPS, Wl=Wl)
+            V = face(c)
+            cam = _make_camera(R, s, t2, W, H)
+        else:           # (c') textbook alternation: camera for the new shape
+            V = face(c)
+            cam = estimate_camera(V[lm_vert], L, W, H)
+    lm_vert[JAW] = contour_correspondences(model, V, cam, L, method=contour, wedge_deg=_WEDGE_DEG)
+    cam.t[2] = -_DEPTH_MM - float(cam.R[2] @ V.mean(0))   # only depths: the face ~1 m in front
+
+    alpha = np.zeros(m, dtype=np.float32)
+    alpha[:k] = c[:k]
+    expr = np.zeros(model.n_expressions, dtype=np.float32)
+    expr[:n_e] = c[k:]
+    verts = V.astype(np.float32)
+    proj = cam.project(V[lm_vert])
+    if img is not None:
+        from .render import vertex_visibility
+
+        visible = vertex_visibility(cam, verts, arr["F"])
+        colors = _sample(img, cam.project(V), visible)
+    else:
+        visible = np.zeros(model.n_vertices, dtype=bool)
+        colors = np.zeros((model.n_vertices, 3), dtype=np.float32)
+    return Fit(vertices=verts, colors=colors, visible=visible, pose=cam, alpha=alpha, expr=expr,
+               landmark_vertices=lm_vert, landmark_error=float(np.linalg.norm(proj - L, axis=1).mean()),
+               landmarks_fit=proj.astype(np.float32), n_iter=int(n_iter), seconds=time.perf_counter() - t0)

@@ -1,0 +1,208 @@
+"""Optimal-step NICP (dualface_lite.nicp): recovers known deformations, honours
+landmarks, ignores the target's vertex order, copes with holes, rejects bad input."""
+import numpy as np
+import pytest
+import trimesh
+
+from dualface_lite.camera import rotation_matrix
+from dualface_lite.metrics import rigid_align
+from dualface_lite.nicp import NICPResult, closest_points_on_triangles, nicp
+from dualface_lite.render import vertex_normals
+from dualface_lite.synth import make_subject, smooth_field
+
+
+@pytest.fixture(scope="module")
+def face(model):
+    """The mean face as a mesh, and its 50 fixed landmark vertices."""
+    V = model.mean.astype(np.float64)
+    return trimesh.Trimesh(V, model.triangles, process=False), model.ibug68[model.ibug_defined]
+
+
+@pytest.fixture(scope="module")
+def deformed(model, face):
+    """The mean face bent by a smooth bump field along its normals, then rotated and moved."""
+    src, _ = face
+    V = src.vertices
+    rng = np.random.default_rng(0)
+    n = vertex_normals(V, model.triangles).astype(np.float64)
+    bumps = smooth_field(V, V[rng.choice(len(V), 6, replace=False)], rng.uniform(-4, 4, 6), 25.0)
+    Vd = (V + bumps[:, None] * n) @ rotation_matrix(4, -3, 2).T + np.array([2.0, -3.0, 1.5])
+    return Vd
+
+
+def test_recovers_smooth_deformation(face, deformed):
+    src, idx = face
+    target = trimesh.Trimesh(deformed, src.faces, process=False)
+    before = np.linalg.norm(src.vertices - deformed, axis=1).mean()
+    out = nicp(src, target, idx, deformed[idx])
+    assert out.shape == src.vertices.shape and out.dtype == np.float32
+    err = np.linalg.norm(out - deformed, axis=1)
+    assert before > 5.0
+    assert err.mean() < 0.15 * before and err.mean() < 1.0
+    # on the surface: the registered vertices lie on the target
+    _, d, _ = trimesh.proximity.closest_point(target, out)
+    assert np.median(d) < 0.05
+
+
+def test_rigid_motion_is_recovered_exactly_with_landmarks(face):
+    src, idx = face
+    V = src.vertices
+    Vd = V @ rotation_matrix(10, 5, -3).T + np.array([5.0, -2.0, 8.0])
+    out = nicp(src, trimesh.Trimesh(Vd, src.faces, process=False), idx, Vd[idx])
+    assert np.linalg.norm(out - Vd, axis=1).max() < 0.01
+
+
+def test_without_landmarks_still_registers(face, deformed):
+    src, _ = face
+    target = trimesh.Trimesh(deformed, src.faces, process=False)
+    out = nicp(src, target)
+    before = np.linalg.norm(src.vertices - deformed, axis=1).mean()
+    assert np.linalg.norm(out - deformed, axis=1).mean() < 0.5 * before
+    _, d, _ = trimesh.proximity.closest_point(target, out)
+    assert np.median(d) < 0.1
+
+
+def test_landmarks_are_honoured(face):
+    """Target = the source itself, but five landmarks ask to slide 3 mm along the face."""
+    src, idx = face
+    V = src.vertices
+    lm = idx[[13, 19, 22, 31, 37]]
+    goal = V[lm] + np.array([0.0, 3.0, 0.0])  # mostly tangential on the front of the face
+    free = nicp(src, src, lm, goal, landmark_weights=0.0, rigid_init=False)
+    held = nicp(src, src, lm, goal, landmark_weights=20.0, rigid_init=False)
+    assert np.linalg.norm(free[lm] - goal, axis=1).mean() > 2.5
+    assert np.linalg.norm(held[lm] - goal, axis=1).mean() < 1.0
+
+
+def test_target_vertex_order_does_not_matter(face, deformed):
+    src, idx = face
+    rng = np.random.default_rng(3)
+    perm = rng.permutation(len(deformed))            # new vertex k = old vertex perm[k]
+    inv = np.argsort(perm)
+    faces = inv[src.faces][rng.permutation(len(src.faces))]
+    a = nicp(src, trimesh.Trimesh(deformed, src.faces, process=False), idx, deformed[idx])
+    b = nicp(src, trimesh.Trimesh(deformed[perm], faces, process=False), idx, deformed[idx])
+    np.testing.assert_allclose(a, b, atol=1e-4)
+
+
+def test_scan_with_holes_registers(model):
+    """A synthetic range scan (noise, 3 holes, only the side the scanner sees)."""
+    s = make_subject(seed=4, condition="neutral", model=model)
+    idx = model.ibug68[model.ibug_defined]
+    R, t, _ = rigid_align(model.mean[idx], s.vertices[idx])
+    S0 = model.mean @ R.T + t                          # the mean face, rigidly aligned
+    res = nicp(model.to_trimesh(S0), s.scan, idx, s.vertices[idx], record=True)
+    assert isinstance(res, NICPResult)
+    _, true_d, _ = trimesh.proximity.closest_point(s.scan, s.vertices)
+    covered = true_d < 2.0                             # vertices with scan data under them
+    assert 0.4 < covered.mean() < 0.95
+    before = np.linalg.norm(S0 - s.vertices, axis=1)[covered].mean()
+    after = np.linalg.norm(res.vertices - s.vertices, axis=1)[covered].mean()
+    assert after < 0.6 * before and after < 2.5
+    _, d, _ = trimesh.proximity.closest_point(s.scan, res.vertices)
+    assert d[covered].mean() < 0.4
+    # vertices off the scan were not matched (border rejection) and stayed in one piece
+    assert not res.weights[~covered & (true_d > 10)].any()
+    assert np.isfinite(res.vertices).all()
+
+
+def test_border_rejection_keeps_unscanned_parts_in_place(face):
+    """Target: the right half of the face only. The exact answer is the identity;
+    without border rejection the left half is dragged onto the cut."""
+    src, idx = face
+    keep = src.vertices[src.faces].mean(1)[:, 0] < 5.0
+    half = trimesh.Trimesh(src.vertices, src.faces[keep], process=False)
+    half.remove_unreferenced_vertices()
+    lm = idx[src.vertices[idx, 0] < 0]
+    kw = dict(reject_distance=40.0, rigid_init=False)
+    good = nicp(src, half, lm, src.vertices[lm], **kw)
+    bad = nicp(src, half, lm, src.vertices[lm], reject_boundary=False, **kw)
+    off = src.vertices[:, 0] > 15.0
+    assert np.linalg.norm(good - src.vertices, axis=1)[off].mean() < 0.2
+    assert np.linalg.norm(bad - src.vertices, axis=1)[off].mean() > 1.0
+
+
+def test_record_gives_each_step(face, deformed):
+    src, idx = face
+    target = trimesh.Trimesh(deformed, src.faces, process=False)
+    stiffness = (10.0, 1.0, 0.3)
+    res = nicp(src, target, idx, deformed[idx], stiffness=stiffness, record=True)
+    plain = nicp(src, target, idx, deformed[idx], stiffness=stiffness)
+    assert [s.alpha for s in res.steps] == list(stiffness)
+    assert all(1 <= s.iterations <= 5 and 0 < s.matched <= 1 for s in res.steps)
+    np.testing.assert_array_equal(res.vertices, plain)
+    np.testing.assert_array_equal(np.asarray(res), plain)
+    np.testing.assert_array_equal(res.steps[-1].vertices, plain)
+    np.testing.assert_allclose(res.initial, src.vertices, atol=1e-4)
+    assert res.n_factorizations >= 1 and res.n_solves >= len(stiffness)
+    # the fit to the surface improves step by step
+    dists = [s.mean_distance for s in res.steps]
+    assert dists[-1] < dists[0]
+
+
+def test_flipped_target_winding_is_handled(face, deformed):
+    src, idx = face
+    target = trimesh.Trimesh(deformed, src.faces, process=False)
+    flipped = trimesh.Trimesh(deformed, src.faces[:, ::-1], process=False)
+    a = nicp(src, target, idx, deformed[idx])
+    res = nicp(src, flipped, idx, deformed[idx], record=True)
+    assert res.flipped_target_normals
+    np.testing.assert_allclose(a, res.vertices, atol=1e-3)
+
+
+def test_accepts_vertices_faces_pairs(face, deformed):
+    src, idx = face
+    a = nicp(src, trimesh.Trimesh(deformed, src.faces, process=False), idx, deformed[idx], stiffness=(5.0, 1.0))
+    b = nicp((src.vertices, src.faces), (deformed, src.faces), idx, deformed[idx], stiffness=(5.0, 1.0))
+    np.testing.assert_array_equal(a, b)
+
+
+def test_closest_points_on_triangles_match_trimesh():
+    rng = np.random.default_rng(7)
+    tri = rng.normal(size=(500, 3, 3))
+    p = rng.normal(size=(500, 3)) * 2
+    q, bary = closest_points_on_triangles(p, tri[:, 0], tri[:, 1], tri[:, 2])
+    ref = trimesh.triangles.closest_point(tri, p)
+    np.testing.assert_allclose(np.linalg.norm(q - p, axis=1), np.linalg.norm(ref - p, axis=1), atol=1e-9)
+    np.testing.assert_allclose(q, ref, atol=1e-7)
+    np.testing.assert_allclose(bary.sum(1), 1.0)
+    assert (bary >= -1e-12).all()
+    # a degenerate triangle gives a finite answer
+    q, _ = closest_points_on_triangles(np.ones((1, 3)), np.zeros((1, 3)), np.zeros((1, 3)), np.zeros((1, 3)))
+    assert np.isfinite(q).all()
+
+
+# --------------------------------------------------------------------------- bad input
+
+def test_bad_inputs_get_clear_errors(face):
+    src, idx = face
+    with pytest.raises(ValueError, match="source_mesh is empty"):
+        nicp(trimesh.Trimesh(), src)
+    with pytest.raises(ValueError, match="target_mesh has no faces"):
+        nicp(src, trimesh.Trimesh(src.vertices, np.zeros((0, 3), int), process=False))
+    bad = src.vertices.copy()
+    bad[5, 1] = np.nan
+    with pytest.raises(ValueError, match="target_mesh vertices contain NaN"):
+        nicp(src, (bad, src.faces))
+    with pytest.raises(ValueError, match="source_mesh must be a trimesh"):
+        nicp(np.zeros((10, 3)), src)
+    with pytest.raises(ValueError, match="count mismatch: 50 source_landmarks but 49"):
+        nicp(src, src, idx, src.vertices[idx[:49]])
+    with pytest.raises(ValueError, match="source_landmarks must index source vertices 0..3447"):
+        nicp(src, src, np.array([0, 3448]), np.zeros((2, 3)))
+    with pytest.raises(ValueError, match="source_landmarks must index"):
+        nicp(src, src, np.array([-1, 3]), np.zeros((2, 3)))
+    with pytest.raises(ValueError, match="give both source_landmarks"):
+        nicp(src, src, idx, None)
+    with pytest.raises(ValueError, match="target_landmarks must have shape"):
+        nicp(src, src, idx, src.vertices[idx, :2])
+    with pytest.raises(ValueError, match="target_landmarks contain NaN"):
+        nicp(src, src, idx[:2], np.array([[0, 0, 0], [np.nan, 0, 0]]))
+    with pytest.raises(ValueError, match="stiffness values must be positive"):
+        nicp(src, src, stiffness=(10, 0))
+    with pytest.raises(ValueError, match="landmark_weights has 2 values but stiffness has 3"):
+        nicp(src, src, stiffness=(10, 1, 0.5), landmark_weights=(1, 2))
+    with pytest.raises(ValueError, match="reject_normal_deg"):
+        nicp(src, src, reject_normal_deg=0)
+    with pytest.raises(ValueError, match="no source vertex has an acceptable match"):
+        nicp(src, (src.vertices + 500.0, src.faces))
