@@ -9,6 +9,8 @@ rebuilt stage by stage for teaching. One module per stage:
 - :mod:`dualface_lite.baselines` Lm2Vertex, the paper's landmark-regression baseline
 - :mod:`dualface_lite.scans`   range images to meshes, FRGC .abs files
 - :mod:`dualface_lite.nicp`    optimal-step non-rigid ICP (ground truth, Fig. 2)
+- :mod:`dualface_lite.data`    the dataset of Fig. 2 (photo, landmarks, S0, S_hat), cached
+- :mod:`dualface_lite.mrf`     the learnable MRF prior: one shallow net per vertex
 - :mod:`dualface_lite.metrics` mean vertex error after rigid alignment
 - :mod:`dualface_lite.viz`     plotly figures for the book
 """
@@ -18,7 +20,7 @@ from .model import MorphableModel, load_model
 __version__ = "0.1.0"
 
 
-_MODULES = {"render", "synth", "viz", "fitting", "baselines", "metrics", "scans"}
+_MODULES = {"render", "synth", "viz", "fitting", "baselines", "metrics", "scans", "data", "mrf"}
 _FUNCTIONS = {"fit_landmarks": "fitting", "Fit": "fitting"}
 
 
