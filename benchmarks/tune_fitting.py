@@ -35,13 +35,7 @@ import time
 from pathlib import Path
 
 
-def _threads_from_argv(argv) -> str:
-    for i, a in enumerate(argv):
-        if a == "--threads" and i + 1 < len(argv):
-            return argv[i + 1]
-        if a.startswith("--threads="):
-            return a.split("=", 1)[1]
-    return "1"
+from _common import threads_from_argv as _threads_from_argv  # noqa: E402
 
 
 if __name__ == "__main__":  # before numpy loads its BLAS: small solves, threads only add overhead

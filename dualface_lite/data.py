@@ -448,11 +448,9 @@ def _code_fingerprint() -> str:
 
 
 def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+    from .fetch import sha256
+
+    return sha256(path)
 
 
 def _write_npz(path: Path, arrays: dict) -> None:
