@@ -21,7 +21,7 @@ __version__ = "0.1.0"
 
 
 _MODULES = {"render", "synth", "viz", "fitting", "baselines", "metrics", "scans", "data", "mrf"}
-_FUNCTIONS = {"fit_landmarks": "fitting", "Fit": "fitting"}
+_FUNCTIONS = {"fit_landmarks": "fitting", "Fit": "fitting", "MRFPrior": "mrf", "MRFGC": "mrf"}
 
 
 def __getattr__(name):  # stage modules load on first use, so `import dualface_lite` stays light
@@ -38,5 +38,5 @@ def __getattr__(name):  # stage modules load on first use, so `import dualface_l
 # `dualface_lite.nicp` (e.g. `from dualface_lite.nicp import NICPResult`).
 from .nicp import nicp  # noqa: E402
 
-__all__ = ["MorphableModel", "load_model", "fit_landmarks", "Fit", "nicp", "camera", "fetch", "paths",
+__all__ = ["MorphableModel", "load_model", "fit_landmarks", "Fit", "nicp", "MRFPrior", "MRFGC", "camera", "fetch", "paths",
            *sorted(_MODULES)]
