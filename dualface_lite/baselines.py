@@ -327,15 +327,6 @@ class Lm2Vertex:
 # pose, colours and the Fit record (shared with the mean-face baseline)
 # ---------------------------------------------------------------------------
 
-def _landmark_box(L: np.ndarray) -> tuple[int, int]:
-    """Image size holding the landmarks with a margin of half the face's size
-    (the same box as :func:`dualface_lite.fitting.fit_landmarks` uses without an image)."""
-    ext = float(max(np.ptp(L[:, 0]), np.ptp(L[:, 1]), 1.0))
-    w = int(np.ceil(max(L[:, 0].max(), 0) + 0.5 * ext)) + 1
-    h = int(np.ceil(max(L[:, 1].max(), 0) + 0.5 * ext)) + 1
-    return max(w, 2), max(h, 2)
-
-
 def pose_from_landmarks(model: MorphableModel, vertices, landmarks, width: int, height: int,
                         n_iter: int = 2):
     """Pose of a *given* face (no shape fitting): ``(camera, landmark_vertices (68,))``.
@@ -368,7 +359,7 @@ def _fit_for_face(model: MorphableModel, vertices, L: np.ndarray, image, alpha, 
     if img is not None:
         height, width = img.shape[:2]
     else:
-        width, height = _landmark_box(L)
+        width, height = fitting._landmark_box(L)  # the box fit_landmarks uses without an image
     V = np.asarray(vertices, dtype=np.float32)
     cam, lv = pose_from_landmarks(model, V, L, width, height)
     proj = cam.project(V[lv])

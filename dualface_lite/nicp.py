@@ -47,6 +47,8 @@ import scipy.sparse as sp
 import scipy.sparse.linalg as sla
 from scipy.spatial import cKDTree
 
+from .render import _vertex_normals  # area-weighted unit normals, float64 in -> float64 out
+
 __all__ = ["nicp", "NICPResult", "NICPStep", "closest_points_on_triangles",
            "DEFAULT_STIFFNESS", "DEFAULT_LANDMARK_WEIGHTS"]
 
@@ -175,15 +177,6 @@ def _landmarks(source_landmarks, target_landmarks, n_vertices: int):
 # ---------------------------------------------------------------------------
 # geometry helpers (vectorized)
 # ---------------------------------------------------------------------------
-
-def _vertex_normals(V: np.ndarray, F: np.ndarray) -> np.ndarray:
-    """Area-weighted unit vertex normals (as :func:`dualface_lite.render.vertex_normals`)."""
-    fn = np.cross(V[F[:, 1]] - V[F[:, 0]], V[F[:, 2]] - V[F[:, 0]])
-    idx, w = F.ravel(), np.repeat(fn, 3, axis=0)
-    n = np.stack([np.bincount(idx, weights=w[:, k], minlength=V.shape[0]) for k in range(3)], axis=1)
-    norm = np.linalg.norm(n, axis=1, keepdims=True)
-    return np.divide(n, norm, out=np.zeros_like(n), where=norm > 0)
-
 
 def _unique_edges(F: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Unique undirected edges (E, 2) (sorted pairs) and how many faces use each."""
