@@ -37,6 +37,7 @@ bench: env model
 	$(BIN)/python benchmarks/bench_render.py
 	$(BIN)/python benchmarks/bench_fitting.py
 	$(BIN)/python benchmarks/bench_nicp.py
+	$(BIN)/python benchmarks/bench_mrf.py
 
 clean:
 	rm -rf _build

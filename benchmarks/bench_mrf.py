@@ -34,7 +34,11 @@ Measured (one run, CPU, the torch thread count as found, usually 2 here):
    targets not rigidly aligned, one early-stopping epoch for all networks,
    K = 5 and 20.
 
-Usage: ``python benchmarks/bench_mrf.py [--loop-vertices 6] [--no-ablations] [--quick]``.
+4. **Fig. 3** (``--sweeps``): K in {3, 5, 9, 15, 20, 25, 30} at 50 hidden units and
+   the hidden units in {5, 10, 25, 50, 100} at K = 10, full training (chapter 4
+   runs them with a shortened one).
+
+Usage: ``python benchmarks/bench_mrf.py [--loop-vertices 6] [--no-ablations] [--quick] [--sweeps]``.
 Writes ``benchmarks/results/mrf.json``.
 """
 from __future__ import annotations
@@ -192,6 +196,8 @@ def main(argv=None):
     ap.add_argument("--loop-vertices", type=int, default=6, help="vertices timed in the per-vertex loops")
     ap.add_argument("--no-ablations", action="store_true", help="skip the design-choice fits")
     ap.add_argument("--quick", action="store_true", help="fewer epochs and no ablations (a smoke run)")
+    ap.add_argument("--sweeps", action="store_true",
+                    help="also run the Fig. 3 sweeps (K at 50 hidden units, hidden units at K = 10), full training")
     ap.add_argument("--out", type=Path, default=OUT)
     args = ap.parse_args(argv)
 
@@ -318,6 +324,21 @@ def main(argv=None):
             print(fmt_row(name, {refs[0]: e[refs[0]]}, names,
                           f"val {abl[name]['val_mm2']:.3f}  fit {p.fit_seconds_:5.1f} s"), flush=True)
         results["ablations"] = abl
+
+    # ---- Fig. 3: K and the hidden units (the book runs these with a shortened training)
+    if args.sweeps:
+        fig3 = {"K": {}, "hidden": {}}
+        print(f"\nFig. 3 sweeps (test error vs {refs[0]}, all / per condition)")
+        for axis, values, make in (("K", (3, 5, 9, 15, 20, 25, 30), lambda v: dict(k=v, hidden=50)),
+                                   ("hidden", (5, 10, 25, 50, 100), lambda v: dict(k=10, hidden=v))):
+            for v in values:
+                p = MRFPrior(**base, **make(v)).fit(tr["s0"], tr["colors"], tr[target])
+                e = errors(p.predict(te["s0"], te["colors"]), te, names)
+                fig3[axis][str(v)] = {"errors": e, "fit_s": p.fit_seconds_, "epochs": len(p.history_["val_mm2"])}
+                print(fmt_row(f"{axis} = {v}", {refs[0]: e[refs[0]]}, names, f"fit {p.fit_seconds_:5.1f} s"), flush=True)
+            vals = [fig3[axis][str(v)]["errors"][refs[0]]["all"] for v in values]
+            print(f"  over {axis}: largest gap {max(vals) - min(vals):.3f} mm")
+        results["fig3"] = fig3
 
     results["seconds_total"] = time.perf_counter() - t_all
     results["loadavg_end"] = os.getloadavg()[0]

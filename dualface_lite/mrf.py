@@ -29,8 +29,8 @@ Decisions the paper leaves open. Each was measured by ``benchmarks/bench_mrf.py`
 on the kit's ``lite`` set (240 training / 90 test subjects, trained on the NICP
 ground truth ``S_hat``, one change at a time from the default; mean vertex error
 on the test set against ``S_hat``; the full tables are in
-``benchmarks/results/mrf.json``). For scale: the template ``S_0`` is at 3.17 mm,
-the default prior at 2.26 mm.
+``benchmarks/results/mrf.json``). For scale: the template ``S_0`` is at 3.28 mm,
+the default prior at 2.32 mm.
 
 * **Neighbour order.** The paper searches the neighbours of every template anew,
   so the k-th input slot holds a different vertex from one face to the next,
@@ -39,8 +39,7 @@ the default prior at 2.26 mm.
   once, with the paper's distance ``w`` on the *mean training template* (mean
   positions, mean visible colours), sorted by ``w``; every face then fills slot
   k with the same vertex. ``neighbours="per_subject"`` is the literal reading
-  (K-NN per template, slots by rank): 2.294 mm against 2.255 mm -- no better
-  than the networks' bias alone (2.296 mm).
+  (K-NN per template, slots by rank): 2.363 mm against 2.318 mm.
 * **The vertex itself and delta.** With ``delta = 1 - k/K`` the K-th neighbour
   gets weight 0, i.e. it is not used at all (an off-by-one, or the vertex
   itself counted as its own first neighbour). The kit puts the vertex itself
@@ -48,18 +47,19 @@ the default prior at 2.26 mm.
   ``delta_k = 1 - k/(K+1)`` (:func:`delta_weights`): weights 1, 10/11, ...,
   1/11 for K = 10, all used, decreasing linearly as in the paper; ``K`` keeps
   its meaning. As in the paper's Fig. 3, K hardly matters: K = 5, 10, 20 give
-  2.261, 2.255, 2.256 mm (the paper: a largest gap below 0.01 mm); 10 hidden
-  units instead of 50 give 2.271 mm.
+  2.326, 2.318, 2.315 mm (the paper: a largest gap below 0.01 mm); 10 hidden
+  units instead of 50 give 2.339 mm.
 * **Colour scale.** ``w`` adds millimetres to colour values in [0, 1], so the
   units decide how much colour counts. ``color_scale`` is the number of mm one
   unit of rgb counts as in ``w``. On the validation split 0, 5 and 20 mm are
-  equal within 0.01% (5 lowest, hence the default; at 5 mm colour changes the
-  neighbour set of 1.6% of the vertices), 200 mm is 0.15% worse.
-* **Colour features.** ``use_color=True`` (the paper's ``[v, C(v)]``) and
-  ``use_color=False`` (xyz only) are equal on the kit's data (2.255 / 2.255 mm
-  against ``S_hat``, 3.283 / 3.285 mm against the true surface): the synthetic
-  population ties little shape to skin colour, and the photo's colours are
-  dominated by the lighting. The option stays, for data where colour says more.
+  equal within 0.02% (5 chosen; at 5 mm colour changes the neighbour set of
+  1.8% of the vertices), 200 mm is 0.2% worse.
+* **Colour features.** ``use_color=True`` (the paper's ``[v, C(v)]``) against
+  ``use_color=False`` (xyz only): 2.318 / 2.351 mm against ``S_hat``, 3.377 /
+  3.398 mm against the true surface. What colour can tell here is the skin
+  tone, to which the synthetic population ties its broad mid-face shape
+  (:class:`dualface_lite.synth.Population`, ``tone_gain``); with no such link
+  (the population of an earlier version of the kit) the two were equal.
 * **Invisible vertices.** The paper sets their colour to 0 (black). 0 means
   "unknown" here, not "black": such a vertex (all three channels exactly 0 --
   :func:`dualface_lite.fitting.fit_landmarks` writes exactly that) gets the
@@ -69,23 +69,24 @@ the default prior at 2.26 mm.
   ``v_hat^i - v_0^i`` from the template and sees neighbour positions relative
   to its own vertex, ``v_0^j - v_0^i`` (translation invariant). The output is
   ``v_0^i + T_P^i(F^i)``; a network that ignores its input returns
-  ``v_0^i + mean offset``. Measured: absolute positions 2.267 mm; absolute
+  ``v_0^i + mean offset``. Measured: absolute positions 2.332 mm; absolute
   positions *and* absolute targets (``residual=False``, the paper's wording)
-  2.446 mm; relative positions with absolute targets 3.14 mm (the network cannot
-  see where its vertex is; a separate run); all of the paper's literal choices together
-  (K-NN per template, absolute features and targets, no alignment) 2.557 mm.
+  2.531 mm; relative positions with absolute targets cannot work at all (the
+  network cannot see where its vertex is); all of the paper's literal choices
+  together (K-NN per template, absolute features and targets, no alignment)
+  2.650 mm.
 * **Aligned targets.** ``align_targets=True`` rigidly aligns each target face
   onto its template before training, so the networks learn shape, not the
   pose error of the ground truth -- the error is measured after rigid
   alignment anyway (:func:`dualface_lite.metrics.mean_vertex_error`). Without
-  it: 2.272 mm.
+  it: 2.338 mm.
 * **Normalisation.** Per vertex: the offsets are centred (mean over the
   training faces) and divided by their rms; the features are centred per
   column and divided by one rms per *block* (all position columns, all colour
   columns) of the vertex. One scale per block -- not per column -- so that the
   paper's delta survives: a z-score per column would cancel any constant factor
-  on a column, i.e. delta exactly (``normalize="column"``: 2.254 mm, the same:
-  delta makes no measurable difference).
+  on a column, i.e. delta exactly (``normalize="column"``: 2.315 mm, the same
+  within 0.003 mm: delta makes no measurable difference).
 * **Training.** AdamW (decoupled weight decay 10, i.e. a strong shrinkage of
   each small network: 192 training faces per 3,000 weights) on minibatches of
   faces, the summed squared error of all vertices, a validation split
@@ -93,28 +94,30 @@ the default prior at 2.26 mm.
   each network keeps the weights of its own best validation epoch; training
   stops when the mean validation error of the kept networks has not improved
   by ``tol`` for ``patience`` epochs (``early_stopping="global"``: one epoch for
-  all, the same test error in half the epochs). Everything random
+  all, the same test error in two thirds of the epochs). Everything random
   (initialisation, split, minibatches) comes from one ``torch.Generator``
   seeded by ``seed``: the same seed gives the same numbers.
 * **Speed.** One training step evaluates all N networks with two
   ``torch.baddbmm`` calls on the minibatch's features, precomputed once as a
   (N, M, D) tensor (about 220 MB for the lite set, 2.5 GB for the paper's
-  2,800 faces). On 2 CPU cores the lite set trains in 20-24 s (51 epochs).
+  2,800 faces). On 2 CPU cores the lite set trains in 18 s (45 epochs).
   The same work one vertex at a time (the benchmark times 6 vertices and
-  extrapolates) takes about 500 s with raw tensors and the same fused AdamW
-  (21-25x slower; it reproduces the batched networks to 1e-6 mm) and 700 s
-  with ``nn.Sequential`` + ``torch.optim.AdamW`` (29-35x). The ratio is bounded on a
-  small CPU: batched, the arithmetic is the limit (small batched matrix
-  products run at ~30 GFLOP/s); looped, the ~0.4 ms of Python and dispatch per
-  step. ``device="cuda"`` moves everything to a GPU.
+  extrapolates) takes about 460 s with raw tensors and the same fused AdamW
+  (26x slower; it reproduces the batched networks to 5e-7 mm) and 650 s
+  with ``nn.Sequential`` + ``torch.optim.AdamW`` (36x). The ratio is bounded on a
+  small CPU: batched, the arithmetic is the limit (a step of 32 faces is about
+  1.6 GFLOP, and small batched matrix products run at ~30 GFLOP/s); looped,
+  the ~0.5 ms of Python and dispatch per step. ``device="cuda"`` moves
+  everything to a GPU, where the batched step gets much faster and the loop
+  does not.
 
-What the prior learns on the kit's data: most of its gain over ``S_0`` (3.17 ->
-2.26 mm against ``S_hat``, 4.22 -> 3.28 mm against the true surface) is the
-per-vertex mean correction (the networks' bias alone: 2.30 / 3.33 mm): the
+What the prior learns on the kit's data: most of its gain over ``S_0`` (3.28 ->
+2.32 mm against ``S_hat``, 4.32 -> 3.38 mm against the true surface) is the
+per-vertex mean correction (the networks' bias alone: 2.41 / 3.46 mm): the
 synthetic population's mean lies outside the morphable model's (as real people
 lie outside a 3DMM's few hundred scans, the paper's own motivation). The local
-neighbourhood adds 0.04 mm on top: what the landmark fit got wrong is mostly not
-visible in ``S_0``'s local shape.
+neighbourhood adds 0.06 mm on top and colour another 0.03 mm: what the landmark
+fit got wrong is mostly not visible in ``S_0``'s local shape.
 
 :class:`MRFGC` (and :func:`mrfgc`) is the paper's ablation "MRFGC" of Table III:
 the naive cascade of the 3DMM landmark fit (GC, the personalised template) and

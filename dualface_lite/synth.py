@@ -37,10 +37,13 @@ from . import render as _render
 from .camera import Camera, perspective_camera, orthographic_camera
 from .model import IBUG_CONTOUR_LEFT, IBUG_CONTOUR_RIGHT, MorphableModel
 
-__all__ = ["Population", "Subject", "make_subject", "make_scan", "jaw_outline", "CONDITIONS",
+__all__ = ["MODE_NAMES", "N_MODES", "Population", "Subject", "make_subject", "make_scan", "jaw_outline", "CONDITIONS",
            "population_modes", "smooth_field", "skin_albedo"]
 
 CONDITIONS = ("neutral", "expression", "illumination")
+#: the smooth shape modes outside the PCA span (:func:`population_modes`)
+MODE_NAMES = ("nose bridge", "cheekbones", "chin", "brow ridge", "mid-face")
+N_MODES = len(MODE_NAMES)
 
 
 @dataclass(frozen=True)
@@ -51,11 +54,16 @@ class Population:
         mean in PCA space; the direction is fixed by ``seed`` over the first 20
         components.
     alpha_scale : spread of ``alpha`` around that mean (1 = the model's prior).
-    mode_mean, mode_std : mean and spread of the coefficients of the smooth
-        modes outside the PCA span (nose bridge, cheekbones, chin, brow ridge),
-        each mode peaking at 1 mm per unit coefficient.
+    mode_mean, mode_std : mean and spread of the coefficients of the five smooth
+        modes outside the PCA span (:func:`population_modes`: nose bridge,
+        cheekbones, chin, brow ridge, mid-face), each mode peaking at 1 mm per
+        unit coefficient.
     tone_mode : index of the mode tied to skin tone, and ``tone_gain`` the mm it
-        moves per unit of tone (tone is in [0, 1]).
+        moves per unit of tone (tone is in [0, 1]). The default ties the broad
+        mid-face mode (4) to tone: darker subjects get a flatter mid-face, lighter
+        ones a more prominent one, up to +-6 mm at the nose. This is what
+        colour can tell the MRF prior of chapter 4 and 68 landmarks cannot
+        (``tone_gain=0``: colour carries no shape).
     detail_rms : root-mean-square of the personal detail (mm along normals).
     detail_scale : spatial scale (mm) of the detail's bumps.
     crease_gain : how much the albedo darkens in recessed detail (colour carries
@@ -65,19 +73,27 @@ class Population:
 
     alpha_shift: float = 1.5
     alpha_scale: float = 0.8
-    mode_mean: tuple = (2.5, 2.0, -2.0, 1.5)
-    mode_std: tuple = (1.5, 1.2, 1.5, 1.0)
-    tone_mode: int = 1
-    tone_gain: float = 5.0
+    mode_mean: tuple = (2.5, 2.0, -2.0, 1.5, 0.0)
+    mode_std: tuple = (1.5, 1.2, 1.5, 1.0, 0.5)
+    tone_mode: int = 4
+    tone_gain: float = 12.0
     detail_rms: float = 1.0
     detail_scale: float = 14.0
     crease_gain: float = 0.15
     seed: int = 2024
 
+    def __post_init__(self):
+        for name in ("mode_mean", "mode_std"):
+            v = getattr(self, name)
+            if len(v) != N_MODES:
+                raise ValueError(f"{name} must have {N_MODES} entries (one per mode of population_modes), got {len(v)}")
+        if not 0 <= self.tone_mode < N_MODES:
+            raise ValueError(f"tone_mode must be in [0, {N_MODES - 1}], got {self.tone_mode}")
+
     @classmethod
     def prior(cls) -> "Population":
         """Subjects drawn from the model's own prior: no shift, no extra modes, no detail."""
-        return cls(alpha_shift=0.0, alpha_scale=1.0, mode_mean=(0.0,) * 4, mode_std=(0.0,) * 4,
+        return cls(alpha_shift=0.0, alpha_scale=1.0, mode_mean=(0.0,) * N_MODES, mode_std=(0.0,) * N_MODES,
                    tone_gain=0.0, detail_rms=0.0, crease_gain=0.0)
 
     def shift_vector(self, n_components: int) -> np.ndarray:
@@ -147,9 +163,10 @@ def _remove_span(model: MorphableModel, disp: np.ndarray) -> np.ndarray:
 
 
 def population_modes(model: MorphableModel) -> np.ndarray:
-    """(4, N, 3) the smooth shape modes outside the PCA span (nose bridge,
-    cheekbones, chin, brow ridge), each with a largest displacement of 1 mm
-    and ``U^T d_k = 0``."""
+    """(5, N, 3) the smooth shape modes outside the PCA span (``MODE_NAMES``: nose
+    bridge, cheekbones, chin, brow ridge, and a broad mid-face protrusion around
+    the nose and mouth), each with a largest displacement of 1 mm and
+    ``U^T d_k = 0``."""
     n = _render.vertex_normals(model.mean, model.triangles).astype(np.float64)
     mean = model.mean.astype(np.float64)
     lm = mean[model.ibug68]
@@ -161,13 +178,14 @@ def population_modes(model: MorphableModel) -> np.ndarray:
         (np.stack([cheek_r, cheek_l]), 16.0),
         (chin[None], 14.0),
         (np.stack([lm[19], lm[24]]), 11.0),
+        (np.stack([lm[30], 0.5 * (lm[51] + lm[57])]), 24.0),
     ]
     modes = []
     for centres, scale in specs:
         f = smooth_field(mean, centres, np.ones(len(centres)), scale)
         d = _remove_span(model, f[:, None] * n)
         modes.append(d / np.linalg.norm(d, axis=1).max())
-    return np.stack(modes).astype(np.float32)  # (4, N, 3)
+    return np.stack(modes).astype(np.float32)  # (N_MODES, N, 3)
 
 
 def _personal_detail(model: MorphableModel, rng: np.random.Generator, rms: float, scale: float) -> np.ndarray:
@@ -385,7 +403,9 @@ def make_subject(seed: int = 0, condition: str = "neutral", model: MorphableMode
         k = rng.choice(model.n_expressions, size=rng.integers(1, 3), replace=False)
         expr[k] = rng.uniform(0.6, 1.5, size=len(k)) / np.sqrt(len(k))
     tone = float(rng.random())
-    modes = np.asarray(pop.mode_mean) + np.asarray(pop.mode_std) * rng.standard_normal(4)
+    z = np.concatenate([rng.standard_normal(4),  # the mid-face mode from a stream of its own, so that
+                        np.random.default_rng([int(seed), CONDITIONS.index(condition), 8]).standard_normal(1)])
+    modes = np.asarray(pop.mode_mean) + np.asarray(pop.mode_std) * z  # the other draws stay as they were
     modes[pop.tone_mode] += pop.tone_gain * (tone - 0.5)
     detail = _personal_detail(model, rng, pop.detail_rms, pop.detail_scale)
     D = population_modes(model)

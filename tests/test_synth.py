@@ -104,7 +104,7 @@ def test_scan_has_holes_and_sits_in_the_camera(model):
 
 def test_population_differs_from_the_prior(model):
     D = synth.population_modes(model)
-    assert D.shape == (4, model.n_vertices, 3)
+    assert D.shape == (synth.N_MODES, model.n_vertices, 3)
     U = model.basis.astype(np.float64)
     for d in D:  # outside the PCA span
         v = d.reshape(-1).astype(np.float64)
@@ -140,3 +140,31 @@ def test_bad_inputs(model):
         synth.make_subject(0, model=model, image_size=8)
     with pytest.raises(ValueError, match="spacing"):
         synth.make_subject(0, model=model, scan_spacing=0)
+
+
+def test_skin_tone_carries_the_mid_face_mode(model):
+    """The default population ties the broad mid-face mode to skin tone (what colour can tell the MRF
+    prior of chapter 4); with tone_gain = 0 the link is gone."""
+    assert synth.MODE_NAMES[synth.Population().tone_mode] == "mid-face"
+
+    def link(pop):
+        subs = [synth.make_subject(k, "neutral", model=model, population=pop, with_scan=False) for k in range(30)]
+        coef = np.array([s.modes[pop.tone_mode] for s in subs])
+        bright = np.array([s.albedo.mean() for s in subs])
+        return np.corrcoef(coef, bright)[0, 1], coef
+
+    r, coef = link(synth.Population())
+    assert r > 0.9, r
+    assert coef.max() - coef.min() > 6.0       # several mm between the darkest and the lightest subjects
+    r0, _ = link(synth.Population(tone_gain=0.0))
+    assert abs(r0) < 0.5, r0
+
+
+def test_population_checks_its_settings():
+    with pytest.raises(ValueError, match="mode_mean"):
+        synth.Population(mode_mean=(1.0, 2.0))
+    with pytest.raises(ValueError, match="mode_std"):
+        synth.Population(mode_std=(1.0,) * (synth.N_MODES + 1))
+    with pytest.raises(ValueError, match="tone_mode"):
+        synth.Population(tone_mode=synth.N_MODES)
+    assert synth.Population.prior().tone_gain == 0.0
