@@ -38,7 +38,8 @@ Measured (one run, CPU, the torch thread count as found, usually 2 here):
    the hidden units in {5, 10, 25, 50, 100} at K = 10, full training (chapter 4
    runs them with a shortened one).
 
-Usage: ``python benchmarks/bench_mrf.py [--loop-vertices 6] [--no-ablations] [--quick] [--sweeps]``.
+Usage: ``python benchmarks/bench_mrf.py [--loop-vertices 6] [--no-ablations] [--quick] [--sweeps]
+[--size lite|paper]``.
 Writes ``benchmarks/results/mrf.json``.
 """
 from __future__ import annotations
@@ -65,23 +66,23 @@ OUT = Path(__file__).resolve().parent / "results" / "mrf.json"
 
 
 # ----------------------------------------------------------------------------- data
-def load_data(quick: bool):
+def load_data(quick: bool, size: str = "lite"):
     try:
         from dualface_lite import data
     except ImportError:
         data = None
     if data is not None:
-        cfg = data.DatasetConfig.lite()
+        cfg = data.DatasetConfig.preset(size)
         try:
             tr, te = data.load_split(cfg, "train"), data.load_split(cfg, "test")
         except FileNotFoundError:
-            print("building the lite dataset (data.build_dataset) ...", flush=True)
+            print(f"building the {size} dataset (data.build_dataset) ...", flush=True)
             data.build_dataset(cfg)
             tr, te = data.load_split(cfg, "train"), data.load_split(cfg, "test")
         names = list(tr.condition_names)
         split = lambda d: dict(s0=d.s0, colors=d.colors, s_hat=d.s_hat, true=d.true,  # noqa: E731
                                cond=np.asarray(d.condition, int))
-        return split(tr), split(te), names, f"lite dataset (dualface_lite.data, {tr.folder.name}); targets S_hat"
+        return split(tr), split(te), names, f"{size} dataset (dualface_lite.data, {tr.folder.name}); targets S_hat"
     from dualface_lite import fitting, synth
 
     m = df.load_model()
@@ -198,11 +199,13 @@ def main(argv=None):
     ap.add_argument("--quick", action="store_true", help="fewer epochs and no ablations (a smoke run)")
     ap.add_argument("--sweeps", action="store_true",
                     help="also run the Fig. 3 sweeps (K at 50 hidden units, hidden units at K = 10), full training")
+    ap.add_argument("--size", choices=("lite", "paper"), default="lite",
+                    help="dataset preset (paper: 2800 / 500 faces, built on first use; much longer)")
     ap.add_argument("--out", type=Path, default=OUT)
     args = ap.parse_args(argv)
 
     t_all = time.perf_counter()
-    tr, te, names, source = load_data(args.quick)
+    tr, te, names, source = load_data(args.quick, args.size)
     target = "s_hat" if tr["s_hat"] is not None else "true"
     M, N = tr["s0"].shape[:2]
     print(f"data: {source}\n  train {M} faces, test {len(te['s0'])}, N = {N} vertices; "

@@ -336,12 +336,9 @@ def subject_for(config, seed: int, condition: str, model: MorphableModel | None 
 
 
 def _surface_distance(points: np.ndarray, V: np.ndarray, F: np.ndarray) -> np.ndarray:
-    from .nicp import _Target  # the closest-point query NICP itself uses
+    from .nicp import surface_distance  # the closest-point query NICP itself uses
 
-    if len(F) == 0:
-        return np.full(len(points), np.inf)
-    _, dist, _, _ = _Target(V, F).closest(np.asarray(points, dtype=np.float64))
-    return dist
+    return surface_distance(points, V, F)
 
 
 def build_subject(config, seed: int, condition: str, model: MorphableModel) -> dict:

@@ -49,7 +49,7 @@ from scipy.spatial import cKDTree
 
 from .render import _vertex_normals  # area-weighted unit normals, float64 in -> float64 out
 
-__all__ = ["nicp", "NICPResult", "NICPStep", "closest_points_on_triangles",
+__all__ = ["nicp", "NICPResult", "NICPStep", "closest_points_on_triangles", "surface_distance",
            "DEFAULT_STIFFNESS", "DEFAULT_LANDMARK_WEIGHTS"]
 
 #: Default stiffness schedule ``alpha`` (unitless: coordinates are normalized by the
@@ -292,6 +292,21 @@ class _Target:
         nrm = np.einsum("ij,ijk->ik", bary, self.normals[self.F[faces]])
         nrm /= np.maximum(np.linalg.norm(nrm, axis=1, keepdims=True), 1e-12)
         return q, np.sqrt(d2.ravel()[pick]), nrm, self._on_border(faces, bary)
+
+
+def surface_distance(points, vertices, faces) -> np.ndarray:
+    """Distance (N,) from each of ``points`` (N, 3) to the triangle mesh
+    (``vertices`` (V, 3), ``faces`` (F, 3)), with the closest-point query NICP
+    itself uses (the exact closest point on the faces around the nearest mesh
+    vertex). A mesh without faces gives ``inf`` everywhere."""
+    P = np.asarray(points, dtype=np.float64)
+    if P.ndim != 2 or P.shape[1] != 3:
+        raise ValueError(f"points must have shape (N, 3), got {P.shape}")
+    V = np.asarray(vertices, dtype=np.float64)
+    F = np.asarray(faces, dtype=np.int64).reshape(-1, 3)
+    if len(F) == 0:
+        return np.full(len(P), np.inf)
+    return _Target(V, F).closest(P)[1]
 
 
 # ---------------------------------------------------------------------------

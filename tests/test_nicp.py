@@ -206,3 +206,16 @@ def test_bad_inputs_get_clear_errors(face):
         nicp(src, src, reject_normal_deg=0)
     with pytest.raises(ValueError, match="no source vertex has an acceptable match"):
         nicp(src, (src.vertices + 500.0, src.faces))
+
+
+def test_surface_distance_to_a_square():
+    """Points above, beside and on a unit square made of two triangles: exact distances."""
+    from dualface_lite.nicp import surface_distance
+
+    V = np.array([[0, 0, 0], [10, 0, 0], [10, 10, 0], [0, 10, 0]], float)
+    F = np.array([[0, 1, 2], [0, 2, 3]])
+    P = np.array([[5, 5, 3.0], [2, 7, -1.5], [13, 5, 0], [14, 14, 0], [5, 5, 0]])
+    np.testing.assert_allclose(surface_distance(P, V, F), [3.0, 1.5, 3.0, np.hypot(4, 4), 0.0], atol=1e-12)
+    assert np.isinf(surface_distance(P, V, np.zeros((0, 3), int))).all()
+    with pytest.raises(ValueError, match="points"):
+        surface_distance(np.zeros((4, 2)), V, F)
