@@ -58,7 +58,7 @@ import numpy as np
 from . import paths
 from .fitting import DEFAULT_LAM, DEFAULT_SIGMA_L, JAW, fit_landmarks
 from .model import MorphableModel
-from .nicp import DEFAULT_LANDMARK_WEIGHTS, DEFAULT_STIFFNESS, nicp
+from .nicp import DEFAULT_LANDMARK_WEIGHTS, DEFAULT_STIFFNESS, nicp, surface_distance
 from .synth import CONDITIONS, Population, make_subject
 
 __all__ = ["DatasetConfig", "FaceData", "build_subject", "build_dataset", "load_split",
@@ -335,12 +335,6 @@ def subject_for(config, seed: int, condition: str, model: MorphableModel | None 
     return make_subject(int(seed), str(condition), model=model, with_scan=with_scan, **config.subject_kwargs())
 
 
-def _surface_distance(points: np.ndarray, V: np.ndarray, F: np.ndarray) -> np.ndarray:
-    from .nicp import surface_distance  # the closest-point query NICP itself uses
-
-    return surface_distance(points, V, F)
-
-
 def build_subject(config, seed: int, condition: str, model: MorphableModel) -> dict:
     """One training record by the paper's data preparation (section IV-A, Fig. 2).
 
@@ -390,7 +384,7 @@ def build_subject(config, seed: int, condition: str, model: MorphableModel) -> d
                  reject_distance=config.nicp_reject_distance)
     t_nicp = time.perf_counter() - t0
 
-    covered = _surface_distance(s.vertices, V, F) <= config.covered_distance
+    covered = surface_distance(s.vertices, V, F) <= config.covered_distance  # NICP's own closest-point query
     rec = dict(
         image=s.image, landmarks=s.landmarks.astype(np.float32), s0=S0,
         colors=np.asarray(fit.colors, dtype=np.float32), visible=np.asarray(fit.visible, dtype=bool),
