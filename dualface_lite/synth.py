@@ -44,6 +44,7 @@ CONDITIONS = ("neutral", "expression", "illumination")
 #: the smooth shape modes outside the PCA span (:func:`population_modes`)
 MODE_NAMES = ("nose bridge", "cheekbones", "chin", "brow ridge", "mid-face")
 N_MODES = len(MODE_NAMES)
+_N_ORIGINAL_MODES = 4  # drawn from the subject's own random stream (see make_subject)
 
 
 @dataclass(frozen=True)
@@ -403,9 +404,12 @@ def make_subject(seed: int = 0, condition: str = "neutral", model: MorphableMode
         k = rng.choice(model.n_expressions, size=rng.integers(1, 3), replace=False)
         expr[k] = rng.uniform(0.6, 1.5, size=len(k)) / np.sqrt(len(k))
     tone = float(rng.random())
-    z = np.concatenate([rng.standard_normal(4),  # the mid-face mode from a stream of its own, so that
-                        np.random.default_rng([int(seed), CONDITIONS.index(condition), 8]).standard_normal(1)])
-    modes = np.asarray(pop.mode_mean) + np.asarray(pop.mode_std) * z  # the other draws stay as they were
+    # the four original modes from the subject's stream; modes added later (mid-face) from a stream of
+    # their own, so that every other draw of a subject stays as it was
+    z = np.concatenate([rng.standard_normal(_N_ORIGINAL_MODES),
+                        np.random.default_rng([int(seed), CONDITIONS.index(condition), 8])
+                        .standard_normal(N_MODES - _N_ORIGINAL_MODES)])
+    modes = np.asarray(pop.mode_mean) + np.asarray(pop.mode_std) * z
     modes[pop.tone_mode] += pop.tone_gain * (tone - 0.5)
     detail = _personal_detail(model, rng, pop.detail_rms, pop.detail_scale)
     D = population_modes(model)
