@@ -1,12 +1,95 @@
-"""Helpers shared by the benchmark scripts (run them as ``python benchmarks/NAME.py``)."""
+"""Plumbing shared by the benchmark scripts (run them as ``python benchmarks/NAME.py``).
+
+Each script does, in this order::
+
+    import _common
+    _common.pin_threads()                  # before numpy is imported: BLAS threads from --threads
+    import numpy as np
+    ...
+    ap = _common.parser(__doc__, "fitting")  # --out results/fitting.json, --threads
+    ...
+    _common.write_results(args.out, result)  # mkdir, JSON, "wrote ..."
+
+Importing this module also puts the repository root on ``sys.path``, so the scripts import the
+checkout's ``dualface_lite`` without an install.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+RESULTS = HERE / "results"
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+_THREAD_VARS = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
 
 
-def threads_from_argv(argv) -> str:
-    """The value of ``--threads`` in ``argv`` (default "1"), read before numpy is imported
-    so that the BLAS thread count can still be set through the environment."""
+def threads_from_argv(argv, default: str = "1") -> str:
+    """The value of ``--threads`` in ``argv`` (``default`` when absent)."""
     for i, a in enumerate(argv):
         if a == "--threads" and i + 1 < len(argv):
             return argv[i + 1]
         if a.startswith("--threads="):
             return a.split("=", 1)[1]
-    return "1"
+    return default
+
+
+def pin_threads(default: str = "1", argv=None) -> str:
+    """Set the BLAS/OpenMP thread count from ``--threads`` (or ``default``) through the
+    environment; call it before numpy is imported, or it has no effect. Returns the count."""
+    n = threads_from_argv(sys.argv[1:] if argv is None else argv, default)
+    for var in _THREAD_VARS:
+        os.environ[var] = n
+    return n
+
+
+def parser(doc: str | None, name: str, threads: str = "1") -> argparse.ArgumentParser:
+    """An argument parser with the options every benchmark has: ``--out`` (default
+    ``benchmarks/results/<name>.json``) and ``--threads`` (read early by :func:`pin_threads`)."""
+    ap = argparse.ArgumentParser(description=(doc or name).strip().split("\n")[0])
+    ap.add_argument("--out", type=Path, default=RESULTS / f"{name}.json", help="where the JSON results go")
+    ap.add_argument("--threads", default=threads, help=f"BLAS / torch threads (default {threads})")
+    return ap
+
+
+def machine_info() -> dict:
+    """What the numbers were measured on: CPU, cores, thread settings, load, versions."""
+    import numpy as np
+
+    info = dict(platform=platform.platform(), processor=platform.processor() or platform.machine(),
+                cpu_count=os.cpu_count(), python=platform.python_version(), numpy=np.__version__,
+                blas_threads=os.environ.get("OPENBLAS_NUM_THREADS"), load_average=list(os.getloadavg()))
+    if "torch" in sys.modules:
+        info["torch"] = sys.modules["torch"].__version__
+        info["torch_threads"] = sys.modules["torch"].get_num_threads()
+    return info
+
+
+def median_ms(fn, repeats: int, warmup: int = 2) -> float:
+    """Median wall time of ``fn()`` in milliseconds over ``repeats`` runs after ``warmup``."""
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        times.append(1e3 * (time.perf_counter() - t0))
+    return statistics.median(times)
+
+
+def write_results(path, result: dict, indent: int = 1) -> Path:
+    """Write ``result`` as JSON to ``path`` (folders made as needed) and say where."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(result, indent=indent) + "\n")
+    print(f"wrote {path}")
+    return path

@@ -38,33 +38,25 @@ Prints a table and the ratios ours / eos; writes ``benchmarks/results/fitting.js
 """
 from __future__ import annotations
 
-import argparse
 import hashlib
-import json
 import os
-import platform
 import statistics
 import sys
 import time
-from pathlib import Path
 
-
-from _common import threads_from_argv as _threads_from_argv  # noqa: E402
-
+import _common
 
 if __name__ == "__main__":  # before numpy loads its BLAS
-    for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
-        os.environ[_var] = _threads_from_argv(sys.argv[1:])
+    _common.pin_threads()
 
 import numpy as np  # noqa: E402
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+ROOT = _common.ROOT
 
 import dualface_lite as df  # noqa: E402
 from dualface_lite import fitting, metrics, synth  # noqa: E402
 from dualface_lite.baselines import Lm2Vertex, mean_face  # noqa: E402
+from dualface_lite.model import IBUG_JAW  # noqa: E402
 
 from eos_peer import EosPeer  # noqa: E402
 
@@ -76,7 +68,7 @@ def landmark_px(model, vertices, camera, landmarks) -> float:
     """Mean landmark distance (px) of a fitted face under its pose (jaw: contour_correspondences)."""
     V = np.asarray(vertices, dtype=np.float64)
     lv = model.ibug68.astype(np.int64).copy()
-    lv[fitting.JAW] = fitting.contour_correspondences(model, V, camera, landmarks)
+    lv[IBUG_JAW] = fitting.contour_correspondences(model, V, camera, landmarks)
     return metrics.landmark_error(camera.project(V[lv]), landmarks)
 
 
@@ -117,7 +109,7 @@ def run(n: int, conditions, l2v_samples: int, progress: bool = True) -> dict:
                 if name == "eos":
                     V, cam = out["vertices"], out["camera"]
                 else:
-                    V, cam = out.vertices, out.pose
+                    V, cam = out.vertices, out.camera
                     if name == "ours":
                         self_reported[c].append(out.landmark_error)
                 r = raw[c][name]
@@ -162,10 +154,7 @@ def run(n: int, conditions, l2v_samples: int, progress: bool = True) -> dict:
                         for f in ("dualface_lite/fitting.py", "dualface_lite/baselines.py", "benchmarks/eos_peer.py")},
         "results": table,
         "per_subject": raw,
-        "machine": {"python": platform.python_version(), "platform": platform.platform(),
-                    "numpy": np.__version__, "cpus": os.cpu_count(),
-                    "blas_threads": os.environ.get("OPENBLAS_NUM_THREADS"),
-                    "load_average_start": list(load_start), "load_average_end": list(os.getloadavg())},
+        "machine": {**_common.machine_info(), "load_average_start": list(load_start)},
     }
 
 
@@ -186,17 +175,15 @@ def print_table(res: dict) -> None:
           f"{res['lm2vertex']['train_seconds']:.1f} s; eos-py {res['eos']['version']}, "
           f"contour fit {'on' if res['eos']['contour'] else 'OFF'}; BLAS threads "
           f"{res['machine']['blas_threads']}; load average {res['machine']['load_average_start'][0]:.1f} at the "
-          f"start, {res['machine']['load_average_end'][0]:.1f} at the end)")
+          f"start, {res['machine']['load_average'][0]:.1f} at the end)")
 
 
 def main(argv=None) -> dict:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap = _common.parser(__doc__, "fitting")
     ap.add_argument("--n", type=int, default=200, help="subjects per condition (default 200)")
     ap.add_argument("--quick", action="store_true", help="20 subjects per condition")
     ap.add_argument("--conditions", nargs="+", default=list(synth.CONDITIONS), choices=synth.CONDITIONS)
     ap.add_argument("--l2v-samples", type=int, default=4000, help="Lm2Vertex training samples (default 4000)")
-    ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "fitting.json")
-    ap.add_argument("--threads", default="1", help="BLAS threads (default 1; see the module docstring)")
     ap.add_argument("--no-progress", action="store_true")
     a = ap.parse_args(argv)
     n = 20 if a.quick else a.n
@@ -204,9 +191,7 @@ def main(argv=None) -> dict:
         ap.error("--n must be positive")
     res = run(n, a.conditions, a.l2v_samples, progress=not a.no_progress)
     print_table(res)
-    a.out.parent.mkdir(parents=True, exist_ok=True)
-    a.out.write_text(json.dumps(res, indent=1))
-    print(f"wrote {a.out}")
+    _common.write_results(a.out, res)
     return res
 
 

@@ -24,7 +24,7 @@ target landmarks (Kabsch on the 50 fixed landmark vertices), since the fit lives
 in the model's frame and the scan in the subject's; if ``dualface_lite.fitting``
 is not available, the SFM mean face aligned the same way (the JSON says which).
 Landmarks: ``source_landmarks`` = the 50 iBUG landmarks with a fixed SFM vertex
-(``model.ibug68[model.ibug_defined]``, no jaw line), ``target_landmarks`` = the
+(``groundtruth.scan_landmark_ids``, as the dataset: no jaw line), ``target_landmarks`` = the
 true positions of those vertices on the subject.
 
 The peer runs with its own defaults (steps ``[[0.01, 10, 0.5, 10], [0.02, 5,
@@ -38,22 +38,19 @@ Writes ``benchmarks/results/nicp.json``.
 """
 from __future__ import annotations
 
-import argparse
-import json
-import os
-import platform
 import statistics
-import sys
 import time
-from pathlib import Path
 
-import numpy as np
+import _common
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+_common.pin_threads(default="2")
+
+import numpy as np  # noqa: E402
 
 import dualface_lite as df  # noqa: E402
+from dualface_lite.groundtruth import scan_landmark_ids  # noqa: E402
 from dualface_lite.metrics import rigid_align  # noqa: E402
-from dualface_lite.nicp import DEFAULT_LANDMARK_WEIGHTS, DEFAULT_STIFFNESS, nicp  # noqa: E402
+from dualface_lite.registration import DEFAULT_LANDMARK_WEIGHTS, DEFAULT_STIFFNESS, nicp  # noqa: E402
 from dualface_lite.synth import CONDITIONS, make_subject  # noqa: E402
 
 
@@ -93,18 +90,17 @@ def scores(v, s, covered, scan) -> dict:
 
 
 def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = _common.parser(__doc__, "nicp", threads="2")
     ap.add_argument("--subjects", type=int, default=10, help="subjects, cycling through the 3 conditions")
     ap.add_argument("--repeats", type=int, default=3, help="timed runs of df.nicp per subject (median)")
     ap.add_argument("--peer-repeats", type=int, default=1, help="timed runs of nricp_amberg per subject")
-    ap.add_argument("--out", default=str(Path(__file__).resolve().parent / "results" / "nicp.json"))
     args = ap.parse_args(argv)
 
     import trimesh
     from trimesh.registration import nricp_amberg
 
     model = df.load_model()
-    idx = model.ibug68[model.ibug_defined]
+    idx = model.ibug68[scan_landmark_ids(model)]
     rows, template_kind = [], None
     for k in range(args.subjects):
         cond = CONDITIONS[k % len(CONDITIONS)]
@@ -155,13 +151,9 @@ def main(argv=None):
         summary=summary, ratio_peer_over_nicp=ratio,
         speedup_per_subject=dict(min=min(speedups), median=statistics.median(speedups)),
         targets=ok, rows=rows,
-        machine=dict(python=platform.python_version(), numpy=np.__version__, cpus=os.cpu_count(),
-                     platform=platform.platform()),
+        machine=_common.machine_info(),
     )
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2))
-    print(f"wrote {out}")
+    _common.write_results(args.out, result)
     return result
 
 

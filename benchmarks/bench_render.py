@@ -18,33 +18,18 @@ Writes ``benchmarks/results/render.json``.
 """
 from __future__ import annotations
 
-import argparse
-import json
-import os
-import platform
-import statistics
-import sys
-import time
-from pathlib import Path
+import _common
 
-import numpy as np
+_common.pin_threads(default="2")
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+import numpy as np  # noqa: E402
 
 import dualface_lite as df  # noqa: E402
 from dualface_lite.camera import perspective_camera  # noqa: E402
 from dualface_lite.render import Lighting, rasterize, render, render_depth  # noqa: E402
 
 
-def median_ms(fn, repeats: int, warmup: int = 2) -> float:
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return 1e3 * statistics.median(times)
+median_ms = _common.median_ms
 
 
 def trimesh_depth(camera, vertices, triangles):
@@ -54,13 +39,7 @@ def trimesh_depth(camera, vertices, triangles):
     mesh = trimesh.Trimesh(vertices=vertices, faces=triangles, process=False)
     H, W = camera.height, camera.width
     j, i = np.meshgrid(np.arange(W), np.arange(H))
-    d_view = np.stack([(j - camera.center[0]) / camera.focal,
-                       -(i - camera.center[1]) / camera.focal,
-                       -np.ones_like(j, dtype=float)], axis=-1).reshape(-1, 3)
-    dirs = d_view @ camera.R                       # view -> object frame (R^T d)
-    dirs /= np.linalg.norm(dirs, axis=1, keepdims=True)
-    eye = -camera.R.T @ camera.t
-    origins = np.broadcast_to(eye, dirs.shape)
+    origins, dirs = camera.pixel_rays(np.stack([j, i], axis=-1).reshape(-1, 2))   # one ray per pixel centre
     loc, ray, _ = mesh.ray.intersects_location(origins, dirs, multiple_hits=False)
     depth = np.full(H * W, np.inf)
     depth[ray] = camera.depth(loc)
@@ -68,11 +47,10 @@ def trimesh_depth(camera, vertices, triangles):
 
 
 def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = _common.parser(__doc__, "render", threads="2")
     ap.add_argument("--repeats", type=int, default=50, help="timed runs of each kit function")
     ap.add_argument("--peer-repeats", type=int, default=3, help="timed runs of the (slow) peer")
     ap.add_argument("--size", type=int, default=224, help="image width = height in pixels")
-    ap.add_argument("--out", default=str(Path(__file__).resolve().parent / "results" / "render.json"))
     args = ap.parse_args(argv)
 
     m = df.load_model()
@@ -110,8 +88,7 @@ def main(argv=None):
         "median_ms": {"rasterize": t_rast, "render": t_render, "render_depth": t_depth},
         "target_ms_render": 25.0,
         "peer": peer,
-        "machine": {"python": platform.python_version(), "numpy": np.__version__,
-                    "cpus": os.cpu_count(), "platform": platform.platform()},
+        "machine": _common.machine_info(),
     }
 
     print(f"Software rasterizer, SFM mean face: {result['image']} px, {len(F)} triangles, "
@@ -131,10 +108,7 @@ def main(argv=None):
     verdict = "meets" if t_render <= 25.0 else "MISSES"
     print(f"target: render <= 25 ms at 224x224 -> {verdict}" if args.size == 224 else "")
 
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"wrote {out}")
+    _common.write_results(args.out, result)
     return result
 
 

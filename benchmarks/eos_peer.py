@@ -16,12 +16,12 @@ translation ``(tx, ty, 0) / s``; ``get_projection()`` an orthographic frustum
 :func:`eos_camera` turns that into the kit's orthographic camera
 (``u = cx + s (R X + t)_x``, ``v = cy - s (R X + t)_y``).
 
-Files: the model, the blendshapes, ``ibug_to_sfm.txt`` and ``sfm_model_contours.json``
-come with the kit's copy of the SFM (:func:`dualface_lite.paths.sfm_dir`). The jaw
-contour fit also needs eos's ``sfm_3448_edge_topology.json``, which the kit does not
-fetch (it is not in ``dualface_lite.fetch.SFM_FILES``): :class:`EosPeer` looks for it
-in the SFM folder, then in ``$DUALFACE_SFM_DIR``; without it eos fits without the
-contour (the overload of ``fit_shape_and_pose`` without edge topology), and says so.
+Files: the model, the blendshapes, ``ibug_to_sfm.txt``, ``sfm_model_contours.json`` and
+eos's ``sfm_3448_edge_topology.json`` (for the jaw contour fit) all come with the kit's copy of
+the SFM (``dualface_lite.fetch.SFM_FILES``, :func:`dualface_lite.paths.sfm_dir`). :class:`EosPeer`
+can also be pointed at another edge topology file; where none is found (a hand-made SFM folder),
+eos fits without the contour (the overload of ``fit_shape_and_pose`` without edge topology), and
+the benchmark says so.
 """
 from __future__ import annotations
 

@@ -27,25 +27,15 @@ Prints the tables; writes ``benchmarks/results/tune_fitting.json``.
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import platform
-import sys
 import time
-from pathlib import Path
 
-
-from _common import threads_from_argv as _threads_from_argv  # noqa: E402
-
+import _common
 
 if __name__ == "__main__":  # before numpy loads its BLAS: small solves, threads only add overhead
-    for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
-        os.environ[_var] = _threads_from_argv(sys.argv[1:])
+    _common.pin_threads()
 
 import numpy as np  # noqa: E402
-
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
 
 import dualface_lite as df  # noqa: E402
 from dualface_lite import fitting, metrics, synth  # noqa: E402
@@ -74,9 +64,8 @@ def evaluate(model, subs, **kw) -> dict:
         lm.append(f.landmark_error)
         ms.append(1e3 * f.seconds)
     err = np.asarray(err)
-    conds = np.array([s["condition"] for s in subs])
-    out = {c: float(err[conds == c].mean()) for c in synth.CONDITIONS}
-    out.update(all=float(err.mean()), median=float(np.median(err)), landmark_px=float(np.mean(lm)),
+    out = metrics.per_condition(err, [s["condition"] for s in subs])
+    out.update(median=float(np.median(err)), landmark_px=float(np.mean(lm)),
                ms=float(np.median(ms)), per_subject=[round(float(e), 4) for e in err])
     return out
 
@@ -95,10 +84,9 @@ HEADER = (f"{'setting':34s} " + " ".join(f"{c[:9]:>9s}" for c in (*synth.CONDITI
 
 
 def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = _common.parser(__doc__, "tune_fitting")
+    ap.formatter_class = argparse.RawDescriptionHelpFormatter
     ap.add_argument("--n", type=int, default=60, help="subjects per condition (seeds 50000 + k)")
-    ap.add_argument("--threads", default="1", help="BLAS threads (set before numpy loads)")
-    ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "tune_fitting.json"))
     args = ap.parse_args(argv)
 
     load0 = os.getloadavg() if hasattr(os, "getloadavg") else None
@@ -110,8 +98,8 @@ def main(argv=None):
 
     mean_err = np.array([metrics.mean_vertex_error(model.mean, s["vertices"]) for s in subs])
     conds = np.array([s["condition"] for s in subs])
-    mean_row = {c: float(mean_err[conds == c].mean()) for c in synth.CONDITIONS}
-    mean_row.update(all=float(mean_err.mean()), median=float(np.median(mean_err)), landmark_px=float("nan"),
+    mean_row = metrics.per_condition(mean_err, conds)
+    mean_row.update(median=float(np.median(mean_err)), landmark_px=float("nan"),
                     ms=0.0, per_subject=[round(float(e), 4) for e in mean_err])
 
     # 1. sigma_l at lam = 0.5 ------------------------------------------------------
@@ -194,14 +182,9 @@ def main(argv=None):
         "variants": {k: strip(v) for k, v in var_rows.items()},
         "ms_with_image_median": float(np.median(ms_img)),
         "beats_mean_face": beats,
-        "threads": os.environ.get("OPENBLAS_NUM_THREADS"), "loadavg_start": load0,
-        "loadavg_end": os.getloadavg() if hasattr(os, "getloadavg") else None,
-        "machine": platform.platform(), "python": platform.python_version(), "numpy": np.__version__,
+        "loadavg_start": load0, "machine": _common.machine_info(),
     }
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=1))
-    print(f"wrote {out}")
+    _common.write_results(args.out, result)
     return result
 
 

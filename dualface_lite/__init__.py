@@ -8,7 +8,8 @@ rebuilt stage by stage for teaching. One module per stage:
 - :mod:`dualface_lite.fitting` eq. (4): the landmark fit, personalized template S0 with colours
 - :mod:`dualface_lite.baselines` Lm2Vertex, the paper's landmark-regression baseline
 - :mod:`dualface_lite.scans`   range images to meshes, FRGC .abs files
-- :mod:`dualface_lite.nicp`    optimal-step non-rigid ICP (ground truth, Fig. 2)
+- :mod:`dualface_lite.registration` optimal-step non-rigid ICP, ``nicp`` (Fig. 2)
+- :mod:`dualface_lite.groundtruth` the Fig. 2 step: S0 registered onto a scan -> S_hat
 - :mod:`dualface_lite.data`    the dataset of Fig. 2 (photo, landmarks, S0, S_hat), cached
 - :mod:`dualface_lite.mrf`     the learnable MRF prior: one shallow net per vertex
 - :mod:`dualface_lite.metrics` mean vertex error after rigid alignment
@@ -20,7 +21,8 @@ from .model import MorphableModel, load_model
 __version__ = "0.1.0"
 
 
-_MODULES = {"render", "synth", "viz", "fitting", "baselines", "metrics", "scans", "data", "mrf"}
+_MODULES = {"render", "synth", "viz", "fitting", "baselines", "metrics", "scans", "data", "mrf", "registration",
+            "groundtruth", "checks"}
 _FUNCTIONS = {"fit_landmarks": "fitting", "Fit": "fitting", "MRFPrior": "mrf", "MRFGC": "mrf"}
 
 
@@ -34,9 +36,10 @@ def __getattr__(name):  # stage modules load on first use, so `import dualface_l
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-# df.nicp is the registration *function* of the public API; its module stays importable as
-# `dualface_lite.nicp` (e.g. `from dualface_lite.nicp import NICPResult`).
-from .nicp import nicp  # noqa: E402
+# df.nicp is the registration *function* of the public API; its module is
+# `dualface_lite.registration` (e.g. `from dualface_lite.registration import NICPResult`), so that
+# `import dualface_lite.<module>` always gives a module.
+from .registration import nicp  # noqa: E402
 
 __all__ = ["MorphableModel", "load_model", "fit_landmarks", "Fit", "nicp", "MRFPrior", "MRFGC", "camera", "fetch", "paths",
            *sorted(_MODULES)]

@@ -54,31 +54,17 @@ from pathlib import Path
 
 import numpy as np
 
-from .camera import perspective_camera
-from .model import IBUG_CONTOUR_LEFT, IBUG_CONTOUR_RIGHT, MorphableModel
+from . import checks
+from .model import IBUG_JAW, IBUG_NOT_JAW, MorphableModel
 
 __all__ = ["Lm2Vertex", "mean_face", "pose_from_landmarks", "normalise_landmarks", "prior_landmark_samples"]
 
-_JAW = np.concatenate([IBUG_CONTOUR_RIGHT, IBUG_CONTOUR_LEFT])
-_NOT_JAW = np.setdiff1d(np.arange(68), _JAW)
 _FORMAT = "dualface_lite.Lm2Vertex/1"
 
 
 # ---------------------------------------------------------------------------
 # input checks and normalisation
 # ---------------------------------------------------------------------------
-
-def _check_landmarks(landmarks, name: str = "landmarks", batch: bool = False) -> np.ndarray:
-    a = np.asarray(landmarks, dtype=np.float64)
-    want = "(M, 68, 2)" if batch else "(68, 2)"
-    if (batch and (a.ndim != 3 or a.shape[1:] != (68, 2))) or (not batch and a.shape != (68, 2)):
-        raise ValueError(f"{name} must have shape {want} (iBUG-68 pixel positions), got {a.shape}")
-    if batch and a.shape[0] == 0:
-        raise ValueError(f"{name} is empty: need at least one landmark set")
-    if not np.all(np.isfinite(a)):
-        raise ValueError(f"{name} contains NaN or infinite values")
-    return a
-
 
 def _similarity_normalise(lm: np.ndarray, reference: np.ndarray | None) -> np.ndarray:
     """(M, 68, 2) -> (M, 68, 2): centroid at 0, unit RMS radius, and (if a
@@ -112,7 +98,7 @@ def normalise_landmarks(model: MorphableModel, landmarks) -> np.ndarray:
     rotated in the image."""
     a = np.asarray(landmarks, dtype=np.float64)
     single = a.ndim == 2
-    a = _check_landmarks(a[None] if single else a, "landmarks", batch=True)
+    a = checks.landmarks(a[None] if single else a, "landmarks", batch=True)
     out = _similarity_normalise(a, _reference_shape(model))
     return out[0] if single else out
 
@@ -127,16 +113,15 @@ def prior_landmark_samples(model: MorphableModel, n_samples: int, seed: int = 0,
                            chunk: int = 256) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Landmark sets of random faces from the model's own prior (Lm2Vertex's training data).
 
-    Each sample: ``alpha ~ N(0, I)``; with probability ``expression_fraction`` one or
-    two blendshapes at weights ``U(0.6, 1.5) / sqrt(k)`` (as the synthetic "expression"
-    subjects), else neutral; yaw, pitch, roll uniform in +-``max_*`` degrees; the
-    perspective camera of :func:`dualface_lite.synth.make_subject` (12 deg field of view
-    +-5 %, 1.2 m, principal point jittered by +-3 %); jaw landmarks on the outline
+    Each sample: ``alpha ~ N(0, I)``; with probability ``expression_fraction`` the
+    expression of the synthetic "expression" photos (:func:`dualface_lite.synth.draw_expression`),
+    else neutral; the camera of the synthetic photos (:func:`dualface_lite.synth.draw_camera`,
+    yaw, pitch, roll uniform in +-``max_*`` degrees); jaw landmarks on the outline
     (:func:`dualface_lite.synth.jaw_outline`); Gaussian noise of ``landmark_noise`` px.
 
     Returns ``(landmarks (M, 68, 2) float32 px, alpha (M, m) float32, expr (M, 6) float32)``.
     """
-    from .synth import jaw_outline
+    from .synth import draw_camera, draw_expression, jaw_outline
 
     n_samples = int(n_samples)
     if n_samples < 1:
@@ -145,30 +130,25 @@ def prior_landmark_samples(model: MorphableModel, n_samples: int, seed: int = 0,
     m, k_e = model.n_components, model.n_expressions
     alpha = rng.standard_normal((n_samples, m))
     expr = np.zeros((n_samples, k_e))
-    for i in np.flatnonzero(rng.random(n_samples) < expression_fraction):
-        k = rng.choice(k_e, size=rng.integers(1, 3), replace=False)
-        expr[i, k] = rng.uniform(0.6, 1.5, size=len(k)) / np.sqrt(len(k))
-    angles = rng.uniform(-1, 1, (n_samples, 3)) * np.array([max_yaw, max_pitch, max_roll])
-    fov = 12.0 * rng.uniform(0.95, 1.05, n_samples)
-    shift = rng.uniform(-0.03, 0.03, (n_samples, 2)) * image_size
+    cams = []
+    for i in range(n_samples):           # one sample's draws after the other, as synth.make_subject
+        if rng.random() < expression_fraction:
+            expr[i] = draw_expression(rng, k_e)
+        cams.append(draw_camera(rng, image_size, max_yaw, max_pitch, max_roll))
     noise = landmark_noise * rng.standard_normal((n_samples, 68, 2))
 
     mean = model.mean.reshape(-1).astype(np.float32)
-    Us = (model.basis * model.sigma[None, :]).astype(np.float32)      # (3N, m)
-    B = model.expressions.astype(np.float32)                         # (3N, 6)
+    basis = model.linear_basis(np.float32)                           # (3N, m + 6)
+    coef = np.concatenate([alpha, expr], axis=1).astype(np.float32)
     out = np.empty((n_samples, 68, 2))
     for c0 in range(0, n_samples, chunk):
         c1 = min(c0 + chunk, n_samples)
-        V = (mean + alpha[c0:c1].astype(np.float32) @ Us.T + expr[c0:c1].astype(np.float32) @ B.T)
-        V = V.reshape(c1 - c0, -1, 3)
+        V = (mean + coef[c0:c1] @ basis.T).reshape(c1 - c0, -1, 3)
         for j in range(c1 - c0):
-            i = c0 + j
-            cam = perspective_camera(image_size, image_size, fov=fov[i], distance=1200.0, yaw=angles[i, 0],
-                                     pitch=angles[i, 1], roll=angles[i, 2], target=(0.0, 12.0, -45.0))
-            cam.center = cam.center + shift[i]
+            cam = cams[c0 + j]
             lv = model.ibug68.copy()
-            lv[_JAW] = jaw_outline(model, V[j], cam)
-            out[i] = cam.project(V[j][lv])
+            lv[IBUG_JAW] = jaw_outline(model, V[j], cam)
+            out[c0 + j] = cam.project(V[j][lv])
     out += noise
     return out.astype(np.float32), alpha.astype(np.float32), expr.astype(np.float32)
 
@@ -182,7 +162,7 @@ class Lm2Vertex:
 
     >>> reg = Lm2Vertex(model).train(n_samples=4000)      # samples of the model's own prior
     >>> fit = reg.predict(subject.landmarks, image=subject.image)
-    >>> fit.vertices, fit.alpha, fit.expr, fit.pose
+    >>> fit.vertices, fit.alpha, fit.expr, fit.camera
 
     Parameters
     ----------
@@ -224,7 +204,7 @@ class Lm2Vertex:
     def train_on(self, landmarks, alpha, expr) -> "Lm2Vertex":
         """Train on given data: ``landmarks`` (M, 68, 2) px, ``alpha`` (M, m), ``expr`` (M, 6).
         Returns ``self``."""
-        lm = _check_landmarks(landmarks, "landmarks", batch=True)
+        lm = checks.landmarks(landmarks, "landmarks", batch=True)
         M, m, k = len(lm), self.model.n_components, self.model.n_expressions
         A = np.asarray(alpha, dtype=np.float64)
         E = np.asarray(expr, dtype=np.float64)
@@ -257,7 +237,7 @@ class Lm2Vertex:
         self._require_trained()
         a = np.asarray(landmarks, dtype=np.float64)
         single = a.ndim == 2
-        lm = _check_landmarks(a[None] if single else a, "landmarks", batch=True)
+        lm = checks.landmarks(a[None] if single else a, "landmarks", batch=True)
         Y = (self._features(lm) - self.x_mean) @ self.W + self.y_mean
         m = self.model.n_components
         alpha, expr = Y[:, :m].astype(np.float32), Y[:, m:].astype(np.float32)
@@ -277,7 +257,7 @@ class Lm2Vertex:
         ``alpha, e``; its pose: see :func:`pose_from_landmarks`.
         """
         t0 = time.perf_counter()
-        lm = _check_landmarks(landmarks, "landmarks")
+        lm = checks.landmarks(landmarks, "landmarks")
         self._require_trained()
         alpha, expr = self.predict_params(lm)
         return _fit_for_face(self.model, self.model.shape(alpha, expr), lm, image, alpha, expr, t0)
@@ -332,7 +312,7 @@ def pose_from_landmarks(model: MorphableModel, vertices, landmarks, width: int, 
     """Pose of a *given* face (no shape fitting): ``(camera, landmark_vertices (68,))``.
 
     The scaled orthographic camera of :func:`dualface_lite.fitting.estimate_camera`
-    from the 52 fixed landmark vertices (all but the jaw line), then ``n_iter`` times:
+    from the landmarks with fixed vertices (``model.IBUG_NOT_JAW``: all but the jaw line), then ``n_iter`` times:
     jaw landmarks moved to the face's outline under the current pose
     (:func:`dualface_lite.fitting.contour_correspondences`) and the camera
     re-estimated from all 68.
@@ -342,37 +322,21 @@ def pose_from_landmarks(model: MorphableModel, vertices, landmarks, width: int, 
     V = np.asarray(vertices, dtype=np.float64)
     L = np.asarray(landmarks, dtype=np.float64)
     lv = model.ibug68.astype(np.int64).copy()
-    cam = fitting.estimate_camera(V[lv[_NOT_JAW]], L[_NOT_JAW], width, height)
+    cam = fitting.estimate_camera(V[lv[IBUG_NOT_JAW]], L[IBUG_NOT_JAW], width, height)
     for _ in range(int(n_iter)):
-        lv[_JAW] = fitting.contour_correspondences(model, V, cam, L)
+        lv[IBUG_JAW] = fitting.contour_correspondences(model, V, cam, L)
         cam = fitting.estimate_camera(V[lv], L, width, height)
-    lv[_JAW] = fitting.contour_correspondences(model, V, cam, L)
-    cam.t[2] = -1000.0 - float(cam.R[2] @ V.mean(0))  # the face ~1 m in front, as fit_landmarks
+    lv[IBUG_JAW] = fitting.contour_correspondences(model, V, cam, L)
     return cam, lv
 
 
 def _fit_for_face(model: MorphableModel, vertices, L: np.ndarray, image, alpha, expr, t0: float):
     from . import fitting
-    from .render import vertex_visibility
 
-    img = None if image is None else fitting.as_rgb(image)
-    if img is not None:
-        height, width = img.shape[:2]
-    else:
-        width, height = fitting._landmark_box(L)  # the box fit_landmarks uses without an image
-    V = np.asarray(vertices, dtype=np.float32)
-    cam, lv = pose_from_landmarks(model, V, L, width, height)
-    proj = cam.project(V[lv])
-    if img is not None:
-        visible = vertex_visibility(cam, V, model.triangles)
-        colors = fitting.sample_colors(img, cam.project(V), visible)
-    else:
-        visible = np.zeros(model.n_vertices, dtype=bool)
-        colors = np.zeros((model.n_vertices, 3), dtype=np.float32)
-    return fitting.Fit(vertices=V, colors=colors, visible=visible, pose=cam,
-                       alpha=np.asarray(alpha, dtype=np.float32), expr=np.asarray(expr, dtype=np.float32),
-                       landmark_vertices=lv, landmark_error=float(np.linalg.norm(proj - L, axis=1).mean()),
-                       landmarks_fit=proj.astype(np.float32), n_iter=0, seconds=time.perf_counter() - t0)
+    img = None if image is None else checks.rgb_image(image)
+    width, height = fitting.landmark_box(L) if img is None else img.shape[1::-1]
+    cam, lv = pose_from_landmarks(model, vertices, L, width, height)
+    return fitting.make_fit(model, vertices, cam, lv, L, img, alpha, expr, seconds=time.perf_counter() - t0)
 
 
 def mean_face(model: MorphableModel, landmarks, image=None):
@@ -382,6 +346,6 @@ def mean_face(model: MorphableModel, landmarks, image=None):
     t0 = time.perf_counter()
     if not isinstance(model, MorphableModel):
         raise TypeError(f"model must be a MorphableModel (dualface_lite.load_model()), got {type(model).__name__}")
-    L = _check_landmarks(landmarks, "landmarks")
+    L = checks.landmarks(landmarks, "landmarks")
     return _fit_for_face(model, model.mean, L, image, np.zeros(model.n_components),
                          np.zeros(model.n_expressions), t0)

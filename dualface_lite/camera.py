@@ -31,6 +31,8 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
+from . import checks
+
 __all__ = ["Camera", "rotation_matrix", "euler_angles", "perspective_camera", "orthographic_camera"]
 
 
@@ -58,15 +60,6 @@ def euler_angles(R: np.ndarray) -> tuple[float, float, float]:
     yaw = np.arctan2(-R[2, 0], R[2, 2])
     roll = np.arctan2(-R[0, 1], R[1, 1])
     return tuple(float(x) for x in np.rad2deg([yaw, pitch, roll]))
-
-
-def _as_points(X, name: str = "points") -> np.ndarray:
-    X = np.asarray(X)
-    if X.ndim != 2 or X.shape[1] != 3:
-        raise ValueError(f"{name} must have shape (N, 3), got {X.shape}")
-    if not np.all(np.isfinite(X)):
-        raise ValueError(f"{name} contains NaN or infinite values")
-    return X
 
 
 @dataclass
@@ -106,7 +99,7 @@ class Camera:
     # -- frames -------------------------------------------------------------
     def to_view(self, X) -> np.ndarray:
         """Object-frame points (N, 3) -> view-frame points (N, 3)."""
-        X = _as_points(X)
+        X = checks.points(X, "points")
         return X.astype(np.float64) @ self.R.T + self.t
 
     def depth(self, X) -> np.ndarray:
@@ -128,9 +121,55 @@ class Camera:
         """Object-frame points (N, 3) -> pixel coordinates (N, 2): ``(u, v)``."""
         return self.project_view(self.to_view(X))
 
+    # -- pixels -> 3D ---------------------------------------------------------
+    def _pixels(self, uv) -> np.ndarray:
+        uv = np.asarray(uv, dtype=np.float64)
+        if uv.ndim < 1 or uv.shape[-1] != 2:
+            raise ValueError(f"uv must have shape (..., 2) (pixel u, v), got {uv.shape}")
+        return uv
+
+    def unproject(self, uv, depth, frame: str = "object") -> np.ndarray:
+        """Pixels ``uv`` (..., 2) at ``depth`` (...) mm -> 3D points (..., 3): the inverse of
+        :meth:`project` and :meth:`depth`, the one back-projection of the kit (range
+        images, the scanner, landmarks lifted onto a scan).
+
+        Perspective: ``X_view = (d (u - cx) / f, -d (v - cy) / f, -d)``; orthographic:
+        ``X_view = ((u - cx) / s, -(v - cy) / s, -d)``. ``frame`` is ``"object"``
+        (``X = R^T (X_view - t)``) or ``"view"``. Non-finite depths give NaN points.
+        """
+        uv = self._pixels(uv)
+        d = np.asarray(depth, dtype=np.float64)
+        if d.shape != uv.shape[:-1]:
+            raise ValueError(f"depth must have shape {uv.shape[:-1]} (one per pixel), got {d.shape}")
+        if frame not in ("object", "view"):
+            raise ValueError(f"frame must be 'object' or 'view', got {frame!r}")
+        x = (uv[..., 0] - self.center[0]) / self.focal
+        y = -(uv[..., 1] - self.center[1]) / self.focal
+        if self.kind == "perspective":
+            x, y = x * d, y * d
+        V = np.stack([x, y, -d], axis=-1)
+        V[~np.isfinite(d)] = np.nan
+        return V if frame == "view" else (V - self.t) @ self.R   # R^T (x - t), row-vector form
+
+    def pixel_rays(self, uv) -> tuple[np.ndarray, np.ndarray]:
+        """The rays through pixels ``uv`` (..., 2), in the object frame: ``(origins, directions)``,
+        each (..., 3), directions of unit length pointing away from the camera, so that
+        ``origin + lam * direction`` for ``lam > 0`` is what the pixel sees. Perspective rays
+        start at the camera centre; orthographic rays are parallel and start on the plane
+        ``z_view = 0``."""
+        uv = self._pixels(uv)
+        near = self.unproject(uv, np.ones(uv.shape[:-1]), frame="object")
+        if self.kind == "perspective":
+            origin = np.broadcast_to(-self.R.T @ self.t, near.shape).copy()   # the camera centre
+            d = near - origin
+        else:
+            origin = self.unproject(uv, np.zeros(uv.shape[:-1]), frame="object")
+            d = np.broadcast_to(-self.R[2], near.shape).copy()              # R^T (0, 0, -1)
+        return origin, d / np.linalg.norm(d, axis=-1, keepdims=True)
+
     def view_direction(self, X) -> np.ndarray:
         """Unit vectors (N, 3) in the *object* frame from each point towards the camera."""
-        X = _as_points(X).astype(np.float64)
+        X = checks.points(X, "points")
         if self.kind == "orthographic":
             d = np.broadcast_to(self.R.T @ np.array([0.0, 0.0, 1.0]), X.shape)
             return np.array(d)

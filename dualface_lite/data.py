@@ -1,28 +1,16 @@
 """The training data: photo + range scan -> dense ground truth ``S_hat`` (paper, section IV-A, Fig. 2).
 
 The paper turns FRGC v2.0 (photos with registered range images and 68 labelled
-landmarks) into training pairs in three steps:
-
-1. triangulate each range image into a mesh, the target ``S_Tr``;
-2. fit the morphable model to the photo's 68 landmarks: the personalised
-   template ``S_0`` with its vertex colours (eq. (4), :mod:`dualface_lite.fitting`);
-3. register ``S_0`` onto ``S_Tr`` by non-rigid ICP (:mod:`dualface_lite.nicp`):
-   ``S_hat`` has the model's vertices and triangles but lies on the scan.
+landmarks) into training pairs in three steps: triangulate each range image
+(:func:`dualface_lite.scans.range_to_mesh`), fit the morphable model to the
+photo's landmarks (``S_0`` with its colours, eq. (4),
+:func:`dualface_lite.fitting.fit_landmarks`) and register ``S_0`` onto the scan
+(:func:`dualface_lite.groundtruth.ground_truth`: landmarks lifted onto the scan,
+outlier filter, NICP) -> ``S_hat``.
 
 The kit's stand-in for FRGC is :func:`dualface_lite.synth.make_subject`, which
 also knows the true surface, so every record carries the error that FRGC could
-not measure. One subject (:func:`build_subject`):
-
-* ``make_subject(seed, condition)`` -- photo, 68 landmarks, range scan (object frame, mm);
-* ``fit_landmarks(model, landmarks, image)`` -- ``S_0``, colours, visibility;
-* the 3D landmarks NICP needs come from the *scan* at the 2D landmarks, as
-  FRGC's registered range image gives them: the photo camera's ray through each
-  of the 50 non-jaw landmarks with a fixed SFM vertex is cast onto the scan mesh
-  (:func:`landmarks_on_scan`); rays into a hole or past the scan are dropped, and
-  so is a gross outlier (a ray grazing the side of the nose or the brow that
-  lands far away: farther than ``landmark_max_residual`` mm from ``S_0``'s
-  landmark after a rigid fit);
-* ``nicp(S_0 -> scan, source_landmarks=those vertices, target_landmarks=the hits)`` -> ``S_hat``.
+not measure. One subject: :func:`build_subject`.
 
 :func:`build_dataset` runs this for ``n_train`` + ``n_test`` subjects (seeds
 ``train_seed + k`` and ``test_seed + k``, condition ``CONDITIONS[k % 3]``) on all
@@ -56,22 +44,25 @@ from pathlib import Path
 import numpy as np
 
 from . import paths
-from .fitting import DEFAULT_LAM, DEFAULT_SIGMA_L, JAW, fit_landmarks
+from .fitting import DEFAULT_LAM, DEFAULT_SIGMA_L, fit_landmarks
+from .groundtruth import (DEFAULT_LANDMARK_MAX_RESIDUAL, DEFAULT_REJECT_DISTANCE, ground_truth,
+                          scan_landmark_ids)
 from .model import MorphableModel
-from .nicp import DEFAULT_LANDMARK_WEIGHTS, DEFAULT_STIFFNESS, nicp, surface_distance
+from .registration import DEFAULT_LANDMARK_WEIGHTS, DEFAULT_STIFFNESS, surface_distance
 from .synth import CONDITIONS, Population, make_subject
 
 __all__ = ["DatasetConfig", "FaceData", "build_subject", "build_dataset", "load_split",
-           "dataset_dir", "verify_dataset", "landmarks_on_scan", "scan_landmark_ids", "subject_for",
+           "dataset_dir", "verify_dataset", "subject_for",
            "load_scan", "SIZES", "SPLITS", "DATA_FORMAT_VERSION", "DatasetNotBuiltError"]
 
 #: Bump when the records change meaning or layout: every key changes, old folders are not served.
-DATA_FORMAT_VERSION = 1
+DATA_FORMAT_VERSION = 2   # 2: the scanner's range images triangulated by scans.range_to_mesh
 SIZES = ("lite", "paper")
 SPLITS = ("train", "test")
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 #: the modules whose code makes the records (a change is reported on a cache hit, see build_dataset)
-_CODE_MODULES = ("camera", "render", "model", "synth", "fitting", "nicp", "data")
+_CODE_MODULES = ("camera", "checks", "render", "model", "synth", "scans", "fitting", "registration",
+                 "groundtruth", "metrics", "data")
 
 
 class DatasetNotBuiltError(FileNotFoundError):
@@ -96,11 +87,11 @@ class DatasetConfig:
     max_yaw, landmark_noise, scan_spacing, scan_noise, scan_holes : passed to
         :func:`dualface_lite.synth.make_subject` (degrees, px, mm, mm, count).
     fit_lam, fit_sigma_l : ``lambda`` and ``sigma_L`` of eq. (4) for ``S_0``.
-    landmark_max_residual : mm; a scan landmark farther than this from ``S_0``'s
-        landmark vertex (after a rigid fit of the two sets) is dropped; 0 keeps all.
-    nicp_stiffness, nicp_landmark_weight, nicp_rigid_init, nicp_reject_distance :
-        :func:`dualface_lite.nicp.nicp`'s ``stiffness``, ``landmark_weights``,
-        ``rigid_init`` and ``reject_distance`` (mm).
+    landmark_max_residual, nicp_stiffness, nicp_landmark_weight, nicp_rigid_init,
+        nicp_reject_distance : the settings of the Fig. 2 step
+        (:func:`dualface_lite.groundtruth.ground_truth`'s ``landmark_max_residual`` (mm),
+        ``stiffness``, ``landmark_weight``, ``rigid_init``, ``reject_distance`` (mm);
+        :meth:`ground_truth_kwargs`).
     covered_distance : mm; a vertex is *covered* (the scan has data there) when
         its true position lies within this distance of the scan.
     keep_scans : also store each range scan (``scans/<split>_<k>.npz``); without
@@ -121,11 +112,11 @@ class DatasetConfig:
     scan_holes: int = 3
     fit_lam: float = DEFAULT_LAM
     fit_sigma_l: float = DEFAULT_SIGMA_L
-    landmark_max_residual: float = 15.0
+    landmark_max_residual: float = DEFAULT_LANDMARK_MAX_RESIDUAL
     nicp_stiffness: tuple = tuple(DEFAULT_STIFFNESS)
     nicp_landmark_weight: float = DEFAULT_LANDMARK_WEIGHTS
     nicp_rigid_init: bool = True
-    nicp_reject_distance: float = 10.0
+    nicp_reject_distance: float = DEFAULT_REJECT_DISTANCE
     covered_distance: float = 2.0
     keep_scans: bool = False
     population: Population = field(default_factory=Population)
@@ -224,6 +215,16 @@ class DatasetConfig:
                     landmark_noise=self.landmark_noise, scan_spacing=self.scan_spacing,
                     scan_noise=self.scan_noise, scan_holes=self.scan_holes)
 
+    def fit_kwargs(self) -> dict:
+        """The keyword arguments of :func:`dualface_lite.fitting.fit_landmarks` this config uses."""
+        return dict(lam=self.fit_lam, sigma_l=self.fit_sigma_l)
+
+    def ground_truth_kwargs(self) -> dict:
+        """The keyword arguments of :func:`dualface_lite.groundtruth.ground_truth` this config uses."""
+        return dict(stiffness=self.nicp_stiffness, landmark_weight=self.nicp_landmark_weight,
+                    rigid_init=self.nicp_rigid_init, reject_distance=self.nicp_reject_distance,
+                    landmark_max_residual=self.landmark_max_residual)
+
     def plan(self, split: str) -> list[tuple[int, str]]:
         """``[(seed, condition), ...]`` of a split, in the order of its records."""
         _check_split(split)
@@ -256,77 +257,6 @@ def dataset_dir(config, root=None) -> Path:
 # one subject (Fig. 2)
 # ---------------------------------------------------------------------------
 
-def scan_landmark_ids(model: MorphableModel) -> np.ndarray:
-    """iBUG indices (0-based) of the landmarks NICP uses: those with a fixed SFM
-    vertex (``model.ibug_defined``), the jaw line excluded (its points slide
-    along the outline, so no vertex belongs to them): 50 for the SFM."""
-    return np.setdiff1d(np.nonzero(model.ibug_defined)[0], JAW).astype(np.int64)
-
-
-def landmarks_on_scan(camera, landmarks, scan) -> np.ndarray:
-    """Where the photo's rays through ``landmarks`` first meet the scan.
-
-    camera : the photo's :class:`~dualface_lite.camera.Camera` (object -> view).
-    landmarks : (L, 2) pixels.
-    scan : ``trimesh.Trimesh`` or ``(vertices, faces)`` in the object frame.
-
-    Returns (L, 3) float64 points in the object frame, NaN where the ray misses
-    the scan (a hole, the mouth gap, past its border). This is what a registered
-    range image gives for a labelled pixel: FRGC's 3D landmarks.
-
-    The ray through a pixel meets a triangle exactly when the pixel lies inside
-    the triangle's projection (perspective maps triangles to triangles), so the
-    candidates are found in the image, and the hit is the ray-plane intersection
-    of the nearest candidate (same results as trimesh's ray caster, without its
-    r-tree).
-    """
-    V = np.asarray(scan.vertices if hasattr(scan, "vertices") else scan[0], dtype=np.float64)
-    F = np.asarray(scan.faces if hasattr(scan, "faces") else scan[1], dtype=np.int64)
-    uv = np.asarray(landmarks, dtype=np.float64)
-    if uv.ndim != 2 or uv.shape[1] != 2:
-        raise ValueError(f"landmarks must have shape (L, 2), got {uv.shape}")
-    out = np.full((len(uv), 3), np.nan)
-    if len(F) == 0:
-        return out
-    p = camera.project(V)
-    a, b, c = p[F[:, 0]], p[F[:, 1]], p[F[:, 2]]
-    lo, hi = np.minimum(np.minimum(a, b), c), np.maximum(np.maximum(a, b), c)
-    eye = -camera.R.T @ camera.t
-    for i, q in enumerate(uv):
-        cand = np.nonzero((lo[:, 0] <= q[0]) & (hi[:, 0] >= q[0]) & (lo[:, 1] <= q[1]) & (hi[:, 1] >= q[1]))[0]
-        if cand.size == 0:
-            continue
-        A, e0, e1 = a[cand], b[cand] - a[cand], c[cand] - a[cand]
-        e2 = q - A
-        den = e0[:, 0] * e1[:, 1] - e1[:, 0] * e0[:, 1]
-        with np.errstate(divide="ignore", invalid="ignore"):
-            s = (e2[:, 0] * e1[:, 1] - e1[:, 0] * e2[:, 1]) / den
-            t = (e0[:, 0] * e2[:, 1] - e2[:, 0] * e0[:, 1]) / den
-        inside = (den != 0) & (s >= 0) & (t >= 0) & (s + t <= 1)
-        if not inside.any():
-            continue
-        cand = cand[inside]
-        if camera.kind == "perspective":
-            d = np.array([(q[0] - camera.center[0]) / camera.focal, -(q[1] - camera.center[1]) / camera.focal, -1.0])
-            o = eye
-        else:  # orthographic: parallel rays along -z_view from the pixel's point on the plane z_view = 0
-            d = np.array([0.0, 0.0, -1.0])
-            xv = np.array([(q[0] - camera.center[0]) / camera.focal, -(q[1] - camera.center[1]) / camera.focal, 0.0])
-            o = camera.R.T @ (xv - camera.t)
-        d = camera.R.T @ d
-        d /= np.linalg.norm(d)
-        P0 = V[F[cand, 0]]
-        n = np.cross(V[F[cand, 1]] - P0, V[F[cand, 2]] - P0)
-        nd = n @ d
-        ok = nd != 0
-        if not ok.any():
-            continue
-        lam = np.where(ok, ((P0 - o) * n).sum(1) / np.where(ok, nd, 1.0), np.inf)
-        j = int(np.argmin(lam))
-        out[i] = o + lam[j] * d
-    return out
-
-
 def subject_for(config, seed: int, condition: str, model: MorphableModel | None = None, with_scan: bool = True):
     """The :class:`~dualface_lite.synth.Subject` behind a record, regenerated exactly
     (photo, landmarks, true surface and range scan): ``make_subject(seed, condition,
@@ -339,9 +269,8 @@ def build_subject(config, seed: int, condition: str, model: MorphableModel) -> d
     """One training record by the paper's data preparation (section IV-A, Fig. 2).
 
     photo + range scan (:func:`subject_for`) -> landmark fit ``S_0`` with colours
-    (eq. (4)) -> 3D landmarks from the scan at the photo's 2D landmarks
-    (:func:`landmarks_on_scan`) -> NICP of ``S_0`` onto the triangulated scan ->
-    ``S_hat``.
+    (eq. (4)) -> :func:`dualface_lite.groundtruth.ground_truth` with the config's
+    settings (landmarks lifted onto the scan, outlier filter, NICP) -> ``S_hat``.
 
     Returns a dict of numpy arrays (all in the object frame, mm):
     ``image`` (H, W, 3) uint8, ``landmarks`` (68, 2) px, ``s0``, ``colors``
@@ -354,8 +283,6 @@ def build_subject(config, seed: int, condition: str, model: MorphableModel) -> d
     (order of :func:`scan_landmark_ids`), ``fit_seconds``, ``nicp_seconds``; and
     ``scan_vertices`` / ``scan_faces`` when ``config.keep_scans``.
     """
-    from .metrics import rigid_align
-
     config = _as_config(config)
     if condition not in CONDITIONS:
         raise ValueError(f"condition must be one of {CONDITIONS}, got {condition!r}")
@@ -364,25 +291,11 @@ def build_subject(config, seed: int, condition: str, model: MorphableModel) -> d
     F = np.asarray(s.scan.faces, dtype=np.int64)
 
     t0 = time.perf_counter()
-    fit = fit_landmarks(model, s.landmarks, image=s.image, lam=config.fit_lam, sigma_l=config.fit_sigma_l)
+    fit = fit_landmarks(model, s.landmarks, image=s.image, **config.fit_kwargs())
     t_fit = time.perf_counter() - t0
     S0 = np.asarray(fit.vertices, dtype=np.float32)
-
-    ids = scan_landmark_ids(model)
-    src = model.ibug68[ids]
-    hits = landmarks_on_scan(s.camera, s.landmarks[ids], (V, F))
-    use = np.isfinite(hits[:, 0])
-    if config.landmark_max_residual > 0 and use.sum() >= 3:
-        R, t, _ = rigid_align(S0[src[use]], hits[use])
-        resid = np.linalg.norm(S0[src].astype(np.float64) @ R.T + t - hits, axis=1)
-        use &= resid <= config.landmark_max_residual
-    hits[~use] = np.nan
-
-    t0 = time.perf_counter()
-    s_hat = nicp((S0, model.triangles), (V, F), src[use], hits[use], stiffness=config.nicp_stiffness,
-                 landmark_weights=config.nicp_landmark_weight, rigid_init=config.nicp_rigid_init,
-                 reject_distance=config.nicp_reject_distance)
-    t_nicp = time.perf_counter() - t0
+    gt = ground_truth(model, S0, (V, F), s.camera, s.landmarks, **config.ground_truth_kwargs())
+    s_hat, hits, t_nicp = gt.s_hat, gt.scan_landmarks, gt.seconds
 
     covered = surface_distance(s.vertices, V, F) <= config.covered_distance  # NICP's own closest-point query
     rec = dict(
@@ -520,7 +433,7 @@ def verify_dataset(folder) -> bool:
 
 def _summary(folder: Path, split: str) -> dict:
     """Per-condition means of the errors against the true surface (mm)."""
-    from .metrics import rigid_align
+    from .metrics import mean_vertex_errors, per_condition
 
     with np.load(folder / f"{split}.npz", allow_pickle=False) as z:
         s0, sh, tr, cov, cond = z["s0"], z["s_hat"], z["true"], z["covered"], z["condition"]
@@ -528,27 +441,16 @@ def _summary(folder: Path, split: str) -> dict:
         lm_err = z["fit_landmark_error"]
     e0 = np.linalg.norm(s0 - tr, axis=2)
     eh = np.linalg.norm(sh - tr, axis=2)
-
-    def aligned(A):
-        out = np.empty(len(A))
-        for i in range(len(A)):
-            R, t, _ = rigid_align(A[i], tr[i])
-            out[i] = np.linalg.norm(A[i].astype(np.float64) @ R.T + t - tr[i], axis=1).mean()
-        return out
-
-    a0, ah = aligned(s0), aligned(sh)
+    a0, ah = mean_vertex_errors(s0, tr), mean_vertex_errors(sh, tr)
     covm = lambda e: np.array([e[i][cov[i]].mean() if cov[i].any() else np.nan for i in range(len(e))])  # noqa: E731
-    c0, ch = covm(e0), covm(eh)
+    per_face = dict(s0_mm=e0.mean(1), s_hat_mm=eh.mean(1), s0_aligned_mm=a0, s_hat_aligned_mm=ah,
+                    s0_covered_mm=covm(e0), s_hat_covered_mm=covm(eh), covered_fraction=cov.mean(1),
+                    scan_landmarks=n_lm, fit_landmark_error_px=lm_err)
+    table = {k: per_condition(v, cond, CONDITIONS) for k, v in per_face.items()}
     out = {}
     for code, name in enumerate(CONDITIONS):
-        m = cond == code
-        if not m.any():
-            continue
-        out[name] = dict(n=int(m.sum()), s0_mm=float(e0[m].mean()), s_hat_mm=float(eh[m].mean()),
-                         s0_aligned_mm=float(a0[m].mean()), s_hat_aligned_mm=float(ah[m].mean()),
-                         s0_covered_mm=float(np.nanmean(c0[m])), s_hat_covered_mm=float(np.nanmean(ch[m])),
-                         covered_fraction=float(cov[m].mean()), scan_landmarks=float(n_lm[m].mean()),
-                         fit_landmark_error_px=float(lm_err[m].mean()))
+        if name in table["s0_mm"]:
+            out[name] = dict(n=int((cond == code).sum()), **{k: table[k][name] for k in per_face})
     return out
 
 
@@ -749,9 +651,10 @@ class FaceData:
     folder: Path | None = None
     index: np.ndarray | None = None  # row of each record in the split's files
 
-    _ARRAYS = ("image", "landmarks", "s0", "colors", "visible", "s_hat", "true", "covered", "condition", "seed",
-               "pose", "fit_pose", "fit_alpha", "fit_expr", "fit_landmark_error", "scan_landmarks",
-               "nicp_seconds", "fit_seconds", "index")
+    #: the per-record arrays (one row per subject), in the order of the fields
+    ARRAYS = ("image", "landmarks", "s0", "colors", "visible", "s_hat", "true", "covered", "condition", "seed",
+              "pose", "fit_pose", "fit_alpha", "fit_expr", "fit_landmark_error", "scan_landmarks",
+              "nicp_seconds", "fit_seconds", "index")
 
     def __post_init__(self):
         if self.index is None:
@@ -777,7 +680,7 @@ class FaceData:
                 raise IndexError(f"indices must lie in 0..{len(self) - 1}, got {w.min()}..{w.max()}")
         else:
             raise ValueError(f"which must be a boolean mask or integer indices, got dtype {w.dtype}")
-        return replace(self, **{k: getattr(self, k)[w] for k in self._ARRAYS})
+        return replace(self, **{k: getattr(self, k)[w] for k in self.ARRAYS})
 
     def by_condition(self, name: str) -> "FaceData":
         """The records of one condition (``"neutral"``, ``"expression"``, ``"illumination"``)."""

@@ -38,37 +38,27 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from . import checks
 from .camera import Camera
-from .model import IBUG_CONTOUR_LEFT, IBUG_CONTOUR_RIGHT, MorphableModel
+from .model import IBUG_JAW, IBUG_NOT_JAW, MorphableModel
 
 __all__ = ["Fit", "fit_landmarks", "estimate_camera", "solve_shape", "contour_correspondences",
-           "sample_colors", "as_rgb", "JAW", "CONTOUR_METHODS", "LANDMARK_MARGIN_PX",
+           "silhouette_along_rays", "RAY_ORIGIN_DEPTH_MM", "sample_colors", "landmark_box", "photo_colors", "make_fit", "CONTOUR_METHODS",
            "DEFAULT_LAM", "DEFAULT_SIGMA_L", "DEFAULT_LAM_EXPR"]
 
-#: the 16 jaw-line landmarks (0-based iBUG): not tied to fixed vertices
-JAW = np.concatenate([IBUG_CONTOUR_RIGHT, IBUG_CONTOUR_LEFT])
 CONTOUR_METHODS = ("ray", "outline", "candidates", "fixed")
 _GN_STEPS = 5        # Levenberg-Marquardt steps per iteration of the fit
 _WEDGE_DEG = 2.0     # half-angle of the rays of the "ray" contour update
 
-# Defaults chosen by benchmarks/tune_fitting.py on validation subjects (seeds 50000-50059,
-# 3 conditions, default synth.Population, 0.7 px landmark noise): lam stays at 0.5 (MAP
-# under alpha ~ N(0, I)); sigma_l = 2.5 px had the lowest mean vertex error (4.16 mm;
-# 2.0-3.0 px within 0.03 mm; the mean face: 6.09 mm); lam_expr = 0.01 (0 to 0.2 within
-# 0.01 mm; a small ridge keeps the normal equations positive definite).
+# Defaults chosen by benchmarks/tune_fitting.py on validation subjects (seeds 50000+, 3
+# conditions, default synth.Population, 0.7 px landmark noise; its figures are in
+# benchmarks/README.md): lam stays at 0.5 (MAP under alpha ~ N(0, I)); sigma_l = 2.5 px had
+# the lowest mean vertex error; lam_expr = 0.01 (a small ridge keeps the normal equations
+# positive definite).
 DEFAULT_LAM = 0.5
 DEFAULT_SIGMA_L = 2.5
 DEFAULT_LAM_EXPR = 0.01
 _DEPTH_MM = 1000.0  # an orthographic camera's t[2]: only sets depths (face ~1 m in front)
-
-
-def _check_points(x, shape_tail: int, name: str) -> np.ndarray:
-    a = np.asarray(x, dtype=np.float64)
-    if a.ndim != 2 or a.shape[1] != shape_tail:
-        raise ValueError(f"{name} must have shape (L, {shape_tail}), got {a.shape}")
-    if not np.all(np.isfinite(a)):
-        raise ValueError(f"{name} contains NaN or infinite values")
-    return a
 
 
 def _rodrigues(w: np.ndarray) -> np.ndarray:
@@ -217,8 +207,8 @@ def estimate_camera(points3d, points2d, width: int, height: int, refine: bool = 
 
     From exact points of a scaled orthographic camera the result is exact.
     """
-    X = _check_points(points3d, 3, "points3d")
-    uv = _check_points(points2d, 2, "points2d")
+    X = checks.points(points3d, "points3d", dim=3)
+    uv = checks.points(points2d, "points2d", dim=2)
     if len(X) != len(uv):
         raise ValueError(f"points3d and points2d must have the same length, got {len(X)} and {len(uv)}")
     if len(X) < 4:
@@ -242,79 +232,6 @@ def estimate_camera(points3d, points2d, width: int, height: int, refine: bool = 
 # input checks
 # ---------------------------------------------------------------------------
 
-#: landmarks may lie this far (px) outside the image's outer pixel edges
-#: ``[-0.5, W - 0.5] x [-0.5, H - 0.5]`` (a detector's jaw points can touch the border)
-LANDMARK_MARGIN_PX = 0.5
-
-
-def as_rgb(image, name: str = "image") -> np.ndarray:
-    """Any common image layout -> float64 RGB (H, W, 3) in [0, 1].
-
-    Accepts uint8 (0..255) or float in [0, 1]; grayscale (H, W) or (H, W, 1) is
-    repeated to RGB, RGBA (H, W, 4) loses its alpha channel. Anything else is a
-    ``ValueError`` that names ``name``.
-    """
-    img = np.asarray(image)
-    if img.ndim == 3 and img.shape[2] == 1:
-        img = img[..., 0]
-    if img.ndim == 2:
-        img = np.repeat(img[..., None], 3, axis=2)
-    elif img.ndim == 3 and img.shape[2] == 4:
-        img = img[..., :3]
-    if img.ndim != 3 or img.shape[2] != 3:
-        raise ValueError(f"{name} must be an (H, W), (H, W, 1), (H, W, 3) or (H, W, 4) array, got shape "
-                         f"{np.asarray(image).shape}")
-    if img.shape[0] < 2 or img.shape[1] < 2:
-        raise ValueError(f"{name} must be at least 2 x 2 pixels, got {img.shape[1]} x {img.shape[0]}")
-    if img.dtype == np.uint8:
-        return img.astype(np.float64) / 255.0
-    if img.dtype == bool or not np.issubdtype(img.dtype, np.number):
-        raise ValueError(f"{name} must be uint8 (0..255) or float in [0, 1], got dtype {img.dtype}")
-    f = img.astype(np.float64)
-    if not np.all(np.isfinite(f)):
-        raise ValueError(f"{name} contains NaN or infinite values")
-    if np.issubdtype(img.dtype, np.integer):
-        if f.min() < 0 or f.max() > 255:
-            raise ValueError(f"{name}: integer images must hold 0..255, got {f.min():g}..{f.max():g}")
-        return f / 255.0
-    if f.min() < 0 or f.max() > 1:
-        raise ValueError(f"{name}: float images must be in [0, 1], got {f.min():g}..{f.max():g} "
-                         "(divide by 255, or pass uint8)")
-    return f
-
-
-def _check_landmarks(landmarks, image_hw=None) -> np.ndarray:
-    try:
-        L = np.asarray(landmarks, dtype=np.float64)
-    except (TypeError, ValueError):
-        L = None
-    if L is None or L.shape != (68, 2):
-        got = np.shape(landmarks) if L is not None else "something that is not an array of numbers"
-        raise ValueError(f"landmarks must have shape (68, 2) (iBUG-68, pixels), got {got}")
-    if not np.all(np.isfinite(L)):
-        bad = np.flatnonzero(~np.isfinite(L).all(1))
-        raise ValueError(f"landmarks contains NaN or infinite values (landmarks {bad.tolist()})")
-    if image_hw is not None:
-        H, W = image_hw
-        m = LANDMARK_MARGIN_PX
-        out = ((L[:, 0] < -0.5 - m) | (L[:, 0] > W - 0.5 + m) |
-               (L[:, 1] < -0.5 - m) | (L[:, 1] > H - 0.5 + m))
-        if out.any():
-            raise ValueError(f"landmarks {np.flatnonzero(out).tolist()} lie outside the {W} x {H} image "
-                             f"(allowed: u in [{-0.5 - m}, {W - 0.5 + m}], v in [{-0.5 - m}, {H - 0.5 + m}])")
-    return L
-
-
-def _check_weight(x, name: str, positive: bool) -> float:
-    try:
-        x = float(x)
-    except (TypeError, ValueError):
-        raise ValueError(f"{name} must be a number, got {x!r}") from None
-    if not np.isfinite(x) or (x <= 0 if positive else x < 0):
-        raise ValueError(f"{name} must be {'positive' if positive else 'non-negative'} and finite, got {x}")
-    return x
-
-
 # ---------------------------------------------------------------------------
 # the model as arrays the solver wants (cached per model)
 # ---------------------------------------------------------------------------
@@ -330,9 +247,8 @@ def _model_arrays(model: MorphableModel) -> dict:
     hit = _CACHE.get(key)
     if hit is not None and hit["model"] is model:
         return hit
-    N, m = model.n_vertices, model.n_components
-    B = np.concatenate([model.basis.astype(np.float64) * model.sigma.astype(np.float64),
-                        model.expressions.astype(np.float64)], axis=1).reshape(N, 3, -1)
+    N = model.n_vertices
+    B = model.linear_basis().reshape(N, 3, -1)
     arr = dict(model=model, mean=model.mean.astype(np.float64), B=B, Bflat=B.reshape(3 * N, -1),
                F=np.asarray(model.triangles, dtype=np.int64))
     _CACHE.clear()  # one model at a time is the common case; keep memory bounded
@@ -419,6 +335,46 @@ def _outline(p: np.ndarray, n_bins: int = 360) -> np.ndarray:
     return order[last]
 
 
+#: how far behind the middle of the nose (mm, object frame) the rays of
+#: :func:`silhouette_along_rays` start: a point inside the head
+RAY_ORIGIN_DEPTH_MM = 45.0
+
+
+def silhouette_along_rays(model: MorphableModel, vertices, camera: Camera, through,
+                          wedge_deg: float = 2.0) -> tuple[np.ndarray, np.ndarray]:
+    """The face's silhouette in given image directions: one vertex per ray.
+
+    From ``c``, the image of a point inside the head (``RAY_ORIGIN_DEPTH_MM`` behind the
+    middle of the nose, between iBUG 28 and 31), cast a ray through each of the points
+    ``through`` (R, 2) px; the vertex of the ray is the one whose projection lies farthest
+    out along it among the vertices within ``wedge_deg`` of it: the outline of the face
+    in that direction. This places the synthetic jaw landmarks
+    (:func:`dualface_lite.synth.jaw_outline`) and re-assigns the fit's jaw landmarks
+    (:func:`contour_correspondences`, ``method="ray"``).
+
+    vertices : (N, 3) face in the object frame; camera : its :class:`Camera`.
+
+    Returns ``(index (R,) int64, found (R,) bool)``; where no vertex lies in a ray's
+    wedge, ``found`` is False and the index is meaningless.
+    """
+    V = np.asarray(vertices, dtype=np.float64)
+    q = np.asarray(through, dtype=np.float64)
+    if q.ndim != 2 or q.shape[1] != 2:
+        raise ValueError(f"through must have shape (R, 2) (pixels), got {q.shape}")
+    p = camera.project(V)
+    lm3 = V[model.ibug68]
+    centre3 = 0.5 * (lm3[27] + lm3[30]) - np.array([0.0, 0.0, RAY_ORIGIN_DEPTH_MM])
+    c = camera.project(centre3[None])[0]
+    dirs = q - c
+    dirs /= np.linalg.norm(dirs, axis=1, keepdims=True) + 1e-12
+    rel = p - c
+    along = rel @ dirs.T                                   # (N, R) distance along each ray
+    r = np.sqrt((rel**2).sum(1))[:, None] + 1e-9
+    inside = along > r * np.cos(np.deg2rad(wedge_deg))    # within the wedge around the ray
+    best = np.where(inside, along, -np.inf).argmax(axis=0).astype(np.int64)
+    return best, inside.any(axis=0)
+
+
 def contour_correspondences(model: MorphableModel, vertices, camera: Camera, landmarks,
                             method: str = "ray", wedge_deg: float = 2.0) -> np.ndarray:
     """Vertex (16,) behind each jaw landmark (iBUG 1-8, 10-17) under ``camera``.
@@ -429,12 +385,10 @@ def contour_correspondences(model: MorphableModel, vertices, camera: Camera, lan
     fit re-chooses these correspondences at every iteration, with its current
     face ``vertices`` (N, 3) and pose:
 
-    ``"ray"`` (default): from ``c``, the image of a point inside the head
-        (45 mm behind the middle of the nose), cast a ray through each jaw
-        landmark; the landmark's vertex is the one whose projection lies
-        farthest out along that ray among those within ``wedge_deg`` of it --
-        the face's silhouette in the landmark's direction. (This is also how
-        :func:`dualface_lite.synth.jaw_outline` places the synthetic jaw points.)
+    ``"ray"`` (default): :func:`silhouette_along_rays` through the jaw
+        landmarks: the face's silhouette in each landmark's direction, seen
+        from a point inside the head (the nearest vertex where a ray's wedge
+        holds none). The synthetic jaw points are placed the same way.
     ``"outline"``: the outline of the projected vertices (around their centroid,
         the farthest vertex in each 1 deg sector); each jaw landmark takes the
         outline vertex nearest to it in the image.
@@ -445,9 +399,9 @@ def contour_correspondences(model: MorphableModel, vertices, camera: Camera, lan
     Everything is vectorized: one (N, 16) array of projections onto the rays.
     ``benchmarks/tune_fitting.py`` compares the four.
     """
-    L = np.asarray(landmarks, dtype=np.float64)[JAW]
+    L = np.asarray(landmarks, dtype=np.float64)[IBUG_JAW]
     if method == "fixed":
-        return model.ibug68[JAW].astype(np.int64)
+        return model.ibug68[IBUG_JAW].astype(np.int64)
     V = np.asarray(vertices)
     if method == "candidates":
         out = np.empty(16, dtype=np.int64)
@@ -457,20 +411,10 @@ def contour_correspondences(model: MorphableModel, vertices, camera: Camera, lan
             out[side] = cand[d2.argmin(1)]
         return out
     if method == "ray":
-        p = camera.project(V)
-        lm3 = V[model.ibug68]
-        centre3 = 0.5 * (lm3[27] + lm3[30]) + np.array([0.0, 0.0, -45.0])
-        c = camera.project(centre3[None])[0]
-        dirs = L - c
-        dirs /= np.linalg.norm(dirs, axis=1, keepdims=True) + 1e-12
-        rel = p - c
-        along = rel @ dirs.T                                   # (N, 16) distance along each ray
-        r = np.sqrt((rel**2).sum(1))[:, None] + 1e-9
-        inside = along > r * np.cos(np.deg2rad(wedge_deg))    # within the wedge around the ray
-        best = np.where(inside, along, -np.inf).argmax(axis=0).astype(np.int64)
-        empty = ~inside.any(axis=0)                            # no vertex in a wedge: nearest vertex
-        if empty.any():
-            best[empty] = (((L[empty, None, :] - p[None]) ** 2).sum(-1)).argmin(1)
+        best, found = silhouette_along_rays(model, V, camera, L, wedge_deg=wedge_deg)
+        if not found.all():                                    # no vertex in a wedge: nearest vertex
+            p = camera.project(V)
+            best[~found] = (((L[~found, None, :] - p[None]) ** 2).sum(-1)).argmin(1)
         return best
     if method == "outline":
         p = camera.project(V)
@@ -494,8 +438,8 @@ def _jaw_weights(y: np.ndarray, mode: str) -> np.ndarray:
         tang[1:-1] = line[2:] - line[:-2]
         tang[0], tang[-1] = line[1] - line[0], line[-1] - line[-2]
         tang /= np.linalg.norm(tang, axis=1, keepdims=True) + 1e-12
-        n = np.stack([-tang[:, 1], tang[:, 0]], axis=1)[JAW]
-        Wl[JAW] = n[:, :, None] * n[:, None, :]
+        n = np.stack([-tang[:, 1], tang[:, 0]], axis=1)[IBUG_JAW]
+        Wl[IBUG_JAW] = n[:, :, None] * n[:, None, :]
     return Wl
 
 
@@ -507,7 +451,7 @@ def sample_colors(image, uv, visible) -> np.ndarray:
     """Bilinear colour (N, 3) float32 in [0, 1] of ``image`` at ``uv`` (N, 2) px
     where ``visible``; exactly 0 elsewhere (the paper: "for those vertices
     invisible in the image, we set their r, g, b values as 0")."""
-    img = as_rgb(image)
+    img = checks.rgb_image(image)
     uv = np.asarray(uv, dtype=np.float64)
     vis = np.asarray(visible, dtype=bool).reshape(-1)
     if uv.ndim != 2 or uv.shape[1] != 2 or vis.shape[0] != uv.shape[0]:
@@ -542,8 +486,8 @@ class Fit:
     colors : (N, 3) float32 in [0, 1], the photo's colour at each visible vertex
         (bilinear), exactly 0 at invisible ones (all 0 without an image).
     visible : (N,) bool, vertices the fitted camera sees (all False without an image).
-    pose : orthographic :class:`Camera` (``R``, ``t``; ``focal`` = scale in px/mm;
-        width/height = the image's, or a box around the landmarks).
+    camera : the fitted orthographic :class:`Camera` (its ``R``, ``t`` are the pose;
+        ``focal`` = scale in px/mm; width/height = the image's, or :func:`landmark_box`).
     alpha : (m,) float32 identity coefficients (in standard deviations; zeros
         beyond ``n_components``), ``expr`` : (6,) float32 blendshape weights, so
         ``vertices == model.shape(alpha, expr)``.
@@ -557,7 +501,7 @@ class Fit:
     vertices: np.ndarray
     colors: np.ndarray
     visible: np.ndarray
-    pose: Camera
+    camera: Camera
     alpha: np.ndarray
     expr: np.ndarray
     landmark_vertices: np.ndarray
@@ -569,16 +513,57 @@ class Fit:
     @property
     def angles(self) -> tuple[float, float, float]:
         """(yaw, pitch, roll) of the fitted pose in degrees."""
-        return self.pose.angles
+        return self.camera.angles
 
 
-def _landmark_box(L: np.ndarray) -> tuple[int, int]:
-    """Width, height of an image that holds the landmarks with a margin of half
-    the face's size (pixel coordinates unchanged: the box starts at 0)."""
+def landmark_box(landmarks) -> tuple[int, int]:
+    """Width, height (px) of the image a fit assumes when it has no photo: one that holds
+    the landmarks (68, 2) with a margin of half the face's size (pixel coordinates
+    unchanged: the box starts at 0)."""
+    L = np.asarray(landmarks, dtype=np.float64)
     ext = float(max(np.ptp(L[:, 0]), np.ptp(L[:, 1]), 1.0))
     w = int(np.ceil(max(L[:, 0].max(), 0) + 0.5 * ext)) + 1
     h = int(np.ceil(max(L[:, 1].max(), 0) + 0.5 * ext)) + 1
     return max(w, 2), max(h, 2)
+
+
+def photo_colors(camera: Camera, vertices, triangles, image) -> tuple[np.ndarray, np.ndarray]:
+    """The paper's vertex colours (III-B-1): ``(visible (N,) bool, colors (N, 3) float32)``.
+
+    Visibility by z-buffer (:func:`dualface_lite.render.vertex_visibility`) under
+    ``camera``, then the photo's colour (bilinear) at each visible vertex's pixel and
+    exactly 0 at the others; without an image (``None``) nothing is visible and every
+    colour is 0."""
+    V = np.asarray(vertices, dtype=np.float32)
+    if image is None:
+        return np.zeros(len(V), dtype=bool), np.zeros((len(V), 3), dtype=np.float32)
+    from .render import vertex_visibility
+
+    img = checks.rgb_image(image)
+    visible = vertex_visibility(camera, V, triangles)
+    return visible, _sample(img, camera.project(V), visible)
+
+
+def make_fit(model: MorphableModel, vertices, camera: Camera, landmark_vertices, landmarks, image=None,
+             alpha=None, expr=None, n_iter: int = 0, seconds: float = 0.0) -> Fit:
+    """The :class:`Fit` record of a face posed onto landmarks: sets the orthographic
+    camera's depth (``t[2]``: the face about 1 m in front; it changes no pixel), the
+    colours (:func:`photo_colors`) and the landmark error. Used by :func:`fit_landmarks`
+    and by the baselines (:mod:`dualface_lite.baselines`), so every method's ``Fit``
+    means the same."""
+    V = np.asarray(vertices, dtype=np.float64)
+    L = np.asarray(landmarks, dtype=np.float64)
+    lv = np.asarray(landmark_vertices, dtype=np.int64)
+    if camera.kind == "orthographic":
+        camera.t[2] = -_DEPTH_MM - float(camera.R[2] @ V.mean(0))
+    visible, colors = photo_colors(camera, V, model.triangles, image)
+    proj = camera.project(V[lv])
+    alpha = np.zeros(model.n_components) if alpha is None else alpha
+    expr = np.zeros(model.n_expressions) if expr is None else expr
+    return Fit(vertices=V.astype(np.float32), colors=colors, visible=visible, camera=camera,
+               alpha=np.asarray(alpha, dtype=np.float32), expr=np.asarray(expr, dtype=np.float32),
+               landmark_vertices=lv, landmark_error=float(np.linalg.norm(proj - L, axis=1).mean()),
+               landmarks_fit=proj.astype(np.float32), n_iter=int(n_iter), seconds=float(seconds))
 
 
 def fit_landmarks(model: MorphableModel, landmarks, image=None, *, lam: float = DEFAULT_LAM,
@@ -596,7 +581,7 @@ def fit_landmarks(model: MorphableModel, landmarks, image=None, *, lam: float = 
     image : optional photo: uint8, or float in [0, 1]; (H, W) grayscale and
         (H, W, 4) RGBA are converted to RGB. It gives the vertex colours and the
         camera's image size, and every landmark must then lie inside it: within
-        ``LANDMARK_MARGIN_PX`` = 0.5 px beyond its outer pixel edges, i.e.
+        ``checks.LANDMARK_MARGIN_PX`` = 0.5 px beyond its outer pixel edges, i.e.
         ``u`` in ``[-1, W]`` and ``v`` in ``[-1, H]`` (a detector's jaw points may
         touch the border; farther out means the landmarks belong to another image).
     lam : ``lambda`` of eq. (4), the weight of ``||alpha||^2``.
@@ -632,8 +617,8 @@ def fit_landmarks(model: MorphableModel, landmarks, image=None, *, lam: float = 
 
     Algorithm
     ---------
-    1. Start from the mean face; the camera from the 51 inner landmarks (their
-       vertices are fixed) by :func:`estimate_camera`.
+    1. Start from the mean face; the camera from the landmarks off the jaw line
+       (``model.IBUG_NOT_JAW``: their vertices are fixed) by :func:`estimate_camera`.
     2. Repeat ``n_iter`` times:
 
        a. jaw contour: :func:`contour_correspondences` for the current face and pose;
@@ -645,8 +630,8 @@ def fit_landmarks(model: MorphableModel, landmarks, image=None, *, lam: float = 
        Why (c) is joint: with 2D landmarks, a little more pitch and a little
        less face depth project almost alike, so the camera-then-shape
        alternation zig-zags along that valley. On exact orthographic landmarks
-       of in-model faces, 30 alternations still left 3.1 mm of error where the
-       joint steps reach 0.08 mm.
+       of in-model faces, many alternations still leave millimetres of error
+       where a few joint steps reach a tenth of a millimetre.
     3. Colours, as the paper: visibility by z-buffer
        (:func:`dualface_lite.render.vertex_visibility` with the fitted
        orthographic camera), then the photo's colour (bilinear) at each visible
@@ -659,11 +644,11 @@ def fit_landmarks(model: MorphableModel, landmarks, image=None, *, lam: float = 
     t0 = time.perf_counter()
     if not isinstance(model, MorphableModel):
         raise TypeError(f"model must be a MorphableModel (df.load_model()), got {type(model).__name__}")
-    img = None if image is None else as_rgb(image)
-    L = _check_landmarks(landmarks, None if img is None else img.shape[:2])
-    lam = _check_weight(lam, "lam", positive=False)
-    sigma_l = _check_weight(sigma_l, "sigma_l", positive=True)
-    lam_expr = _check_weight(lam_expr, "lam_expr", positive=False)
+    img = None if image is None else checks.rgb_image(image)
+    L = checks.landmarks(landmarks, image_hw=None if img is None else img.shape[:2])
+    lam = checks.number(lam, "lam")
+    sigma_l = checks.number(sigma_l, "sigma_l", positive=True)
+    lam_expr = checks.number(lam_expr, "lam_expr")
     if isinstance(n_iter, bool) or not isinstance(n_iter, (int, np.integer)) or n_iter < 1:
         raise ValueError(f"n_iter must be a positive integer, got {n_iter!r}")
     m = model.n_components
@@ -678,7 +663,7 @@ def fit_landmarks(model: MorphableModel, landmarks, image=None, *, lam: float = 
     if img is not None:
         H, W = img.shape[:2]
     else:
-        W, H = _landmark_box(L)
+        W, H = landmark_box(L)
 
     arr = _model_arrays(model)
     mean, Bflat, B = arr["mean"], arr["Bflat"], arr["B"]
@@ -694,12 +679,12 @@ def fit_landmarks(model: MorphableModel, landmarks, image=None, *, lam: float = 
     w = 2.0 * sigma_l**2 * np.r_[np.full(k, lam), np.full(n_e, lam_expr)]       # ridge of eq. (4)
     Wl = _jaw_weights(y, jaw)
     lm_vert = model.ibug68.astype(np.int64).copy()
-    inner = np.setdiff1d(np.arange(68), JAW)
+    inner = IBUG_NOT_JAW
 
     V, c = mean, np.zeros(len(cols))
     cam = estimate_camera(V[lm_vert[inner]], L[inner], W, H, refine=joint is False)
     for _ in range(int(n_iter)):
-        lm_vert[JAW] = contour_correspondences(model, V, cam, L, method=contour, wedge_deg=_WEDGE_DEG)
+        lm_vert[IBUG_JAW] = contour_correspondences(model, V, cam, L, method=contour, wedge_deg=_WEDGE_DEG)
         Bl = B[lm_vert][:, :, cols]
         if len(cols):   # (b) eq. (4) in closed form for the current camera
             c = solve_shape(cam, mean[lm_vert], Bl, L, lam, sigma_l, lam_expr, n_components=k, n_expr=n_e,
@@ -712,23 +697,11 @@ def fit_landmarks(model: MorphableModel, landmarks, image=None, *, lam: float = 
         else:           # (c') textbook alternation: camera for the new shape
             V = face(c)
             cam = estimate_camera(V[lm_vert], L, W, H)
-    lm_vert[JAW] = contour_correspondences(model, V, cam, L, method=contour, wedge_deg=_WEDGE_DEG)
-    cam.t[2] = -_DEPTH_MM - float(cam.R[2] @ V.mean(0))   # only depths: the face ~1 m in front
-
-    alpha = np.zeros(m, dtype=np.float32)
+    lm_vert[IBUG_JAW] = contour_correspondences(model, V, cam, L, method=contour, wedge_deg=_WEDGE_DEG)
+    alpha = np.zeros(m)
     alpha[:k] = c[:k]
-    expr = np.zeros(model.n_expressions, dtype=np.float32)
+    expr = np.zeros(model.n_expressions)
     expr[:n_e] = c[k:]
-    verts = V.astype(np.float32)
-    proj = cam.project(V[lm_vert])
-    if img is not None:
-        from .render import vertex_visibility
-
-        visible = vertex_visibility(cam, verts, arr["F"])
-        colors = _sample(img, cam.project(V), visible)
-    else:
-        visible = np.zeros(model.n_vertices, dtype=bool)
-        colors = np.zeros((model.n_vertices, 3), dtype=np.float32)
-    return Fit(vertices=verts, colors=colors, visible=visible, pose=cam, alpha=alpha, expr=expr,
-               landmark_vertices=lm_vert, landmark_error=float(np.linalg.norm(proj - L, axis=1).mean()),
-               landmarks_fit=proj.astype(np.float32), n_iter=int(n_iter), seconds=time.perf_counter() - t0)
+    fit = make_fit(model, V, cam, lm_vert, L, img, alpha, expr, n_iter=int(n_iter))
+    fit.seconds = time.perf_counter() - t0
+    return fit

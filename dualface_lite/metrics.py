@@ -10,22 +10,16 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["rigid_align", "vertex_errors", "mean_vertex_error", "landmark_error"]
+from . import checks
+
+__all__ = ["rigid_align", "align_batch", "vertex_errors", "mean_vertex_error", "mean_vertex_errors",
+           "landmark_error", "per_condition", "condition_table"]
 
 
 def _check_pair(pred, gt, name_a: str = "pred", name_b: str = "gt") -> tuple[np.ndarray, np.ndarray]:
-    a = np.asarray(pred, dtype=np.float64)
-    b = np.asarray(gt, dtype=np.float64)
-    if a.ndim != 2 or a.shape[1] != 3:
-        raise ValueError(f"{name_a} must have shape (N, 3), got {a.shape}")
-    if b.shape != a.shape:
-        raise ValueError(f"{name_b} must have the same shape as {name_a} {a.shape}, got {b.shape}")
-    if a.shape[0] < 3:
-        raise ValueError(f"{name_a} needs at least 3 vertices, got {a.shape[0]}")
-    for name, x in ((name_a, a), (name_b, b)):
-        if not np.all(np.isfinite(x)):
-            raise ValueError(f"{name} contains NaN or infinite values")
-    return a, b
+    a = checks.points(pred, name_a, min_count=3)
+    checks.same_shape(a, gt, name_a, name_b)
+    return a, checks.points(gt, name_b)
 
 
 def rigid_align(source, target, weights=None, scale: bool = False) -> tuple[np.ndarray, np.ndarray, float]:
@@ -71,3 +65,89 @@ def landmark_error(pred, gt) -> float:
     if a.ndim != 2 or a.shape[1] != 2 or a.shape != b.shape:
         raise ValueError(f"pred and gt must both have shape (L, 2), got {a.shape} and {b.shape}")
     return float(np.linalg.norm(a - b, axis=1).mean())
+
+
+def _check_batch(pred, gt, name_a: str = "pred", name_b: str = "gt") -> tuple[np.ndarray, np.ndarray]:
+    a = checks.point_batches(pred, name_a)
+    checks.same_shape(a, gt, name_a, name_b)
+    if a.shape[1] < 3:
+        raise ValueError(f"{name_a} needs at least 3 vertices per face, got {a.shape[1]}")
+    return a, checks.point_batches(gt, name_b)
+
+
+def align_batch(source, target) -> np.ndarray:
+    """Each face of ``source`` (M, N, 3) rigidly aligned onto the same face of
+    ``target`` (M, N, 3): :func:`rigid_align` for all M faces at once (one
+    batched 3 x 3 SVD). Returns the aligned source (M, N, 3) float64."""
+    x, y = _check_batch(source, target, "source", "target")
+    mx, my = x.mean(1, keepdims=True), y.mean(1, keepdims=True)
+    xc, yc = x - mx, y - my
+    cov = np.einsum("mni,mnj->mij", yc, xc)             # sum_n y x^T, per face
+    U, _, Vt = np.linalg.svd(cov)
+    d = np.sign(np.linalg.det(U @ Vt))
+    d[d == 0] = 1.0
+    U[:, :, 2] *= d[:, None]                             # U diag(1, 1, d) V^T: no reflection
+    R = U @ Vt
+    return np.einsum("mij,mnj->mni", R, xc) + my
+
+
+def mean_vertex_errors(pred, gt, align: bool = True) -> np.ndarray:
+    """The paper's mean error (mm) of each of M faces: (M,) for ``pred``, ``gt`` (M, N, 3)."""
+    a, b = _check_batch(pred, gt)
+    if align:
+        a = align_batch(a, b)
+    return np.linalg.norm(a - b, axis=2).mean(1)
+
+
+def _condition_codes(condition, names) -> np.ndarray:
+    c = np.asarray(condition)
+    if c.ndim != 1:
+        raise ValueError(f"condition must be a 1-D array (one entry per face), got shape {c.shape}")
+    if c.dtype.kind in "US":
+        unknown = sorted(set(c.tolist()) - set(names))
+        if unknown:
+            raise ValueError(f"condition has names {unknown} that are not in {tuple(names)}")
+        return np.array([list(names).index(x) for x in c.tolist()], dtype=np.int64)
+    if c.dtype.kind not in "iu" or (c.size and (c.min() < 0 or c.max() >= len(names))):
+        raise ValueError(f"condition must hold codes 0..{len(names) - 1} into {tuple(names)} or their names")
+    return c.astype(np.int64)
+
+
+def per_condition(values, condition, names=None) -> dict:
+    """Mean of ``values`` (M,) per condition, and over all faces.
+
+    condition : (M,) codes into ``names`` (the datasets' ``condition`` field) or
+        the names themselves; ``names`` defaults to
+        :data:`dualface_lite.synth.CONDITIONS` (neutral, expression, illumination:
+        the paper's Figs. 7-9).
+
+    Returns ``{name: mean, ..., "all": mean}``; a condition with no face is left out.
+    """
+    if names is None:
+        from .synth import CONDITIONS as names
+    v = np.asarray(values, dtype=np.float64)
+    codes = _condition_codes(condition, names)
+    if v.shape != codes.shape:
+        raise ValueError(f"values must have shape {codes.shape} (one per face), got {v.shape}")
+    out = {name: float(v[codes == k].mean()) for k, name in enumerate(names) if (codes == k).any()}
+    out["all"] = float(v.mean()) if v.size else float("nan")
+    return out
+
+
+def condition_table(rows: dict, condition, names=None, *, label: str = "", unit: str = "mm",
+                    digits: int = 2, width: int = 12) -> str:
+    """A per-condition table as text: one row per entry of ``rows``
+    (label -> per-face values (M,)), one column per condition and one for all
+    faces (:func:`per_condition`). For the chapters' and benchmarks' printouts."""
+    if names is None:
+        from .synth import CONDITIONS as names
+    if not rows:
+        raise ValueError("rows must hold at least one (label -> values) entry")
+    table = {k: per_condition(v, condition, names) for k, v in rows.items()}
+    cols = [c for c in (*names, "all") if c in next(iter(table.values()))]
+    w0 = max(len(label), *(len(k) for k in table))
+    head = f"{label:<{w0}s} " + " ".join(f"{c[:width]:>{width}s}" for c in cols)
+    lines = [head + (f"   ({unit})" if unit else ""), "-" * len(head)]
+    for k, r in table.items():
+        lines.append(f"{k:<{w0}s} " + " ".join(f"{r.get(c, float('nan')):>{width}.{digits}f}" for c in cols))
+    return "\n".join(lines)

@@ -26,12 +26,18 @@ import numpy as np
 
 from . import fetch, paths
 
-__all__ = ["MorphableModel", "load_model", "IBUG_CONTOUR_RIGHT", "IBUG_CONTOUR_LEFT", "IBUG_CHIN"]
+__all__ = ["MorphableModel", "load_model", "IBUG_CONTOUR_RIGHT", "IBUG_CONTOUR_LEFT", "IBUG_CHIN", "IBUG_JAW",
+           "IBUG_NOT_JAW"]
 
 # iBUG-68 landmark numbers are 1-based in the literature; the kit stores them 0-based.
 IBUG_CONTOUR_RIGHT = np.arange(0, 8)    # iBUG 1..8: subject's right jaw line (viewer's left), ear -> chin
 IBUG_CHIN = 8                           # iBUG 9
 IBUG_CONTOUR_LEFT = np.arange(9, 17)    # iBUG 10..17: chin -> subject's left ear
+#: the 16 jaw-line landmarks (0-based iBUG 1-8, 10-17): a detector puts them on the face's outline,
+#: so they are not tied to fixed vertices (the chin, iBUG 9, is)
+IBUG_JAW = np.concatenate([IBUG_CONTOUR_RIGHT, IBUG_CONTOUR_LEFT])
+#: the other 52 landmarks (brows, nose, eyes, mouth and the chin)
+IBUG_NOT_JAW = np.setdiff1d(np.arange(68), IBUG_JAW)
 _CACHE_VERSION = 2
 
 
@@ -108,6 +114,13 @@ class MorphableModel:
             e = self._check(expr, self.n_expressions, "expr")
             s = s + self.expressions @ e
         return s.reshape(-1, 3).astype(np.float32)
+
+    def linear_basis(self, dtype=np.float64) -> np.ndarray:
+        """The model's linear part ``[U diag(sigma) | B]`` (3N, m + n_e): a face is
+        ``mean.reshape(-1) + linear_basis() @ np.r_[alpha, expr]`` (:meth:`shape`), with
+        ``alpha`` in standard deviations and ``expr`` the blendshape weights."""
+        return np.concatenate([self.basis.astype(np.float64) * self.sigma.astype(np.float64),
+                               self.expressions.astype(np.float64)], axis=1).astype(dtype, copy=False)
 
     def project_to_model(self, vertices, n_components: int | None = None) -> np.ndarray:
         """``alpha`` of the closest model face (least squares, no expression):

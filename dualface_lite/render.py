@@ -46,6 +46,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from . import checks
 from .camera import Camera
 
 __all__ = [
@@ -63,8 +64,8 @@ __all__ = [
 
 # Candidate (triangle, pixel) pairs handled at once (a chunk holds up to twice as
 # many). Bounds the memory of a call whatever the image or triangle size, and keeps
-# the temporaries small enough to stay in the CPU cache: 8192 is about 1.5x faster
-# than one big chunk on the SFM face.
+# the temporaries small enough to stay in the CPU cache (faster than one big chunk on
+# the SFM face).
 _CHUNK = 1 << 13
 # A vertex closer than this (mm) to the plane of a perspective camera, or behind it,
 # cannot be projected; triangles using one are skipped (there is no near-plane clipping).
@@ -78,38 +79,6 @@ DEFAULT_ALBEDO = 0.75
 
 
 # --------------------------------------------------------------------------- checks
-def _check_vertices(vertices, name: str = "vertices") -> np.ndarray:
-    V = np.asarray(vertices)
-    if V.ndim != 2 or V.shape[1] != 3:
-        raise ValueError(f"{name} must have shape (N, 3), got {V.shape}")
-    if V.shape[0] == 0:
-        raise ValueError(f"{name} is empty: the mesh has no vertices")
-    if not (np.issubdtype(V.dtype, np.floating) or np.issubdtype(V.dtype, np.integer)):
-        raise ValueError(f"{name} must hold real numbers, got dtype {V.dtype}")
-    V = V.astype(np.float64)
-    if not np.all(np.isfinite(V)):
-        raise ValueError(f"{name} contains NaN or infinite values")
-    return V
-
-
-def _check_triangles(triangles, n_vertices: int, name: str = "triangles") -> np.ndarray:
-    F = np.asarray(triangles)
-    if F.ndim != 2 or F.shape[1] != 3:
-        raise ValueError(f"{name} must have shape (T, 3), got {F.shape}")
-    if F.shape[0] == 0:
-        raise ValueError(f"{name} is empty: the mesh has no triangles")
-    if not np.issubdtype(F.dtype, np.integer):
-        if np.issubdtype(F.dtype, np.floating) and np.all(np.isfinite(F)) and np.all(F == np.round(F)):
-            F = F.astype(np.int64)
-        else:
-            raise ValueError(f"{name} must hold integer vertex indices, got dtype {F.dtype}")
-    lo, hi = int(F.min()), int(F.max())
-    if lo < 0 or hi >= n_vertices:
-        raise ValueError(f"{name} has vertex indices out of range: found [{lo}, {hi}], "
-                         f"expected [0, {n_vertices - 1}] for {n_vertices} vertices")
-    return F.astype(np.intp, copy=False)
-
-
 def _check_camera(camera) -> Camera:
     if not isinstance(camera, Camera):
         raise TypeError(f"camera must be a dualface_lite.camera.Camera, got {type(camera).__name__}")
@@ -118,40 +87,9 @@ def _check_camera(camera) -> Camera:
 
 def _check_mesh(camera, vertices, triangles):
     camera = _check_camera(camera)
-    V = _check_vertices(vertices)
-    F = _check_triangles(triangles, V.shape[0])
+    V = checks.points(vertices, "vertices")
+    F = checks.triangles(triangles, V.shape[0])
     return camera, V, F
-
-
-def _check_colors(colors, n: int, name: str = "colors") -> np.ndarray:
-    """Albedo (n, 3) float64 in [0, 1] from floats in [0, 1] or uint8 in 0..255;
-    a single (3,) colour is broadcast to all vertices."""
-    C = np.asarray(colors)
-    if C.shape == (3,):
-        C = np.broadcast_to(C, (n, 3))
-    if C.shape != (n, 3):
-        raise ValueError(f"{name} must have shape ({n}, 3) (one RGB albedo per vertex) or (3,), got {C.shape}")
-    if C.dtype == np.uint8:
-        return C.astype(np.float64) / 255.0
-    if not (np.issubdtype(C.dtype, np.floating) or np.issubdtype(C.dtype, np.integer)):
-        raise ValueError(f"{name} must be float in [0, 1] or uint8, got dtype {C.dtype}")
-    C = C.astype(np.float64)
-    if not np.all(np.isfinite(C)):
-        raise ValueError(f"{name} contains NaN or infinite values")
-    if C.min() < -1e-6 or C.max() > 1 + 1e-6:
-        raise ValueError(f"{name} must lie in [0, 1] (floats) or be uint8, got values in "
-                         f"[{C.min():.3g}, {C.max():.3g}]")
-    return np.clip(C, 0.0, 1.0)
-
-
-def _check_normals(normals, name: str = "normals") -> np.ndarray:
-    n = np.asarray(normals)
-    if n.ndim != 2 or n.shape[1] != 3:
-        raise ValueError(f"{name} must have shape (N, 3), got {n.shape}")
-    n = n.astype(np.float64)
-    if not np.all(np.isfinite(n)):
-        raise ValueError(f"{name} contains NaN or infinite values")
-    return n
 
 
 # --------------------------------------------------------------------------- normals
@@ -165,8 +103,8 @@ def _vertex_normals(V: np.ndarray, F: np.ndarray) -> np.ndarray:
     return np.divide(n, norm, out=np.zeros_like(n), where=norm > 0)
 
 
-def vertex_normals(vertices, triangles) -> np.ndarray:
-    """Unit vertex normals (N, 3) float32, in the frame of ``vertices``.
+def vertex_normals(vertices, triangles, dtype=np.float32) -> np.ndarray:
+    """Unit vertex normals (N, 3) (``dtype``, float32 by default), in the frame of ``vertices``.
 
     Each triangle ``(a, b, c)`` contributes its face normal
     ``n_f = (b - a) x (c - a)``, whose length is twice the triangle's area, to each
@@ -180,9 +118,9 @@ def vertex_normals(vertices, triangles) -> np.ndarray:
     out of the face, +z at the nose tip. A vertex used by no triangle (or only by
     degenerate ones) gets the zero vector.
     """
-    V = _check_vertices(vertices)
-    F = _check_triangles(triangles, V.shape[0])
-    return _vertex_normals(V, F).astype(np.float32)
+    V = checks.points(vertices, "vertices")
+    F = checks.triangles(triangles, V.shape[0])
+    return _vertex_normals(V, F).astype(dtype, copy=False)
 
 
 # --------------------------------------------------------------------------- lighting
@@ -219,7 +157,7 @@ def sh_basis(normals) -> np.ndarray:
     The constants make the nine functions orthonormal on the unit sphere. The
     normals are used as given (normalize them first).
     """
-    return _sh_basis(_check_normals(normals)).astype(np.float32)
+    return _sh_basis(checks.points(normals, "normals")).astype(np.float32)
 
 
 @dataclass
@@ -304,7 +242,7 @@ class Lighting:
 
     def irradiance(self, normals) -> np.ndarray:
         """Irradiance ``E(n) = sh_basis(n) @ sh`` (N, 3) float32 at unit normals (view frame)."""
-        n = _check_normals(normals)
+        n = checks.points(normals, "normals")
         return (_sh_basis(n) @ self.sh.astype(np.float64)).astype(np.float32)
 
 
@@ -321,10 +259,10 @@ def shade(normals, albedo, lighting: Lighting) -> np.ndarray:
     view frame, see :class:`Lighting`); ``albedo`` is (N, 3) (or one (3,) colour)
     in [0, 1], or uint8.
     """
-    n = _check_normals(normals)
+    n = checks.points(normals, "normals")
     if not isinstance(lighting, Lighting):
         raise TypeError(f"lighting must be a Lighting, got {type(lighting).__name__}")
-    a = _check_colors(albedo, n.shape[0], name="albedo")
+    a = checks.colors01(albedo, n.shape[0], name="albedo")
     return _shade(n, a, lighting).astype(np.float32)
 
 
@@ -617,7 +555,7 @@ def render(camera: Camera, vertices, triangles, colors=None, lighting: Lighting 
     """
     camera, V, F = _check_mesh(camera, vertices, triangles)
     albedo = (np.full((V.shape[0], 3), DEFAULT_ALBEDO) if colors is None
-              else _check_colors(colors, V.shape[0]))
+              else checks.colors01(colors, V.shape[0]))
     if lighting is not None and not isinstance(lighting, Lighting):
         raise TypeError(f"lighting must be a Lighting or None, got {type(lighting).__name__}")
     bg = _background(background)

@@ -145,22 +145,10 @@ def depth_to_points(depth, camera, frame: str = "object") -> np.ndarray:
     if D.shape != (camera.height, camera.width):
         raise ValueError(f"depth is {D.shape[0]} x {D.shape[1]} but the camera's image is "
                          f"{camera.height} x {camera.width}")
-    if frame not in ("object", "view"):
-        raise ValueError(f"frame must be 'object' or 'view', got {frame!r}")
     H, W = D.shape
-    ok = np.isfinite(D) & (D > 0)
-    d = np.where(ok, D, np.nan)
     v, u = np.mgrid[0:H, 0:W].astype(np.float64)
-    if camera.kind == "perspective":
-        x = (u - camera.center[0]) * d / camera.focal
-        y = -(v - camera.center[1]) * d / camera.focal
-    else:
-        x = np.where(ok, (u - camera.center[0]) / camera.focal, np.nan)
-        y = np.where(ok, -(v - camera.center[1]) / camera.focal, np.nan)
-    P = np.stack([x, y, -d], axis=-1)
-    if frame == "object":
-        P = (P - camera.t) @ camera.R  # R^T (x - t), row-vector form
-    return P
+    d = np.where(np.isfinite(D) & (D > 0), D, np.nan)
+    return camera.unproject(np.stack([u, v], axis=-1), d, frame=frame)
 
 
 def _crop_mask(shape, landmarks2d, margin: float, crop: str) -> np.ndarray:

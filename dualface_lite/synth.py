@@ -35,10 +35,11 @@ import numpy as np
 
 from . import render as _render
 from .camera import Camera, perspective_camera, orthographic_camera
-from .model import IBUG_CONTOUR_LEFT, IBUG_CONTOUR_RIGHT, MorphableModel
+from .model import IBUG_JAW, MorphableModel
 
-__all__ = ["MODE_NAMES", "N_MODES", "Population", "Subject", "make_subject", "make_scan", "jaw_outline", "CONDITIONS",
-           "population_modes", "smooth_field", "skin_albedo"]
+__all__ = ["MODE_NAMES", "N_MODES", "Population", "Subject", "make_subject", "make_scan", "range_image",
+           "jaw_outline", "CONDITIONS", "population_modes", "smooth_field", "skin_albedo", "draw_camera",
+           "draw_expression"]
 
 CONDITIONS = ("neutral", "expression", "illumination")
 #: the smooth shape modes outside the PCA span (:func:`population_modes`)
@@ -115,7 +116,9 @@ class Subject:
     vertices : (N, 3) float32 true surface, SFM vertex order, object frame (mm).
     albedo : (N, 3) float32 skin colour in [0, 1] before lighting.
     camera : the photo's camera (its ``R``, ``t`` are the pose: object -> view).
-    scan_transform : (4, 4) object frame -> scanner's view frame (mm).
+    scan_transform : (4, 4) object frame -> the photo camera's view frame (mm), ``[R | t]`` of
+        ``camera``: the frame in which FRGC would store the range image registered to the photo
+        (the scanner looks along the same direction; ``scan`` itself is in the object frame).
     landmark_vertices : (68,) vertex behind each landmark (the jaw ones follow the outline).
     visible : (N,) vertices seen by the camera.
     alpha, expr, modes, tone : the draws behind the face; ``detail`` (N, 3) displacement.
@@ -209,11 +212,13 @@ _DARK_SKIN = np.array([0.33, 0.21, 0.15])
 _LIGHT_SKIN = np.array([0.95, 0.79, 0.68])
 
 
-def skin_albedo(model: MorphableModel, vertices: np.ndarray, tone: float, rng: np.random.Generator,
+def skin_albedo(model: MorphableModel, tone: float, rng: np.random.Generator,
                 crease: np.ndarray | None = None, crease_gain: float = 0.0) -> np.ndarray:
     """Per-vertex albedo (N, 3) in [0, 1]: a skin tone (0 dark .. 1 light), redder
     lips, dark brows and irises, a faint blotchiness, and creases darkened by
-    ``crease_gain`` where the ``crease`` field (mm, + out, - in) is negative."""
+    ``crease_gain`` where the ``crease`` field (mm, + out, - in) is negative. The
+    pattern is laid out on the model's mean face, so every subject's features sit at
+    the same vertices."""
     mean = model.mean.astype(np.float64)
     lm = mean[model.ibug68]
     skin = _DARK_SKIN + (_LIGHT_SKIN - _DARK_SKIN) * tone
@@ -275,6 +280,32 @@ def _fill_mouth(img: np.ndarray, mask: np.ndarray, inner_lips: np.ndarray) -> np
 
 
 # ---------------------------------------------------------------------------
+# the draws of a photo: expression and camera
+# ---------------------------------------------------------------------------
+
+def draw_expression(rng: np.random.Generator, n_expressions: int) -> np.ndarray:
+    """A large expression as in the paper's Fig. 8: one or two blendshapes at weights
+    ``U(0.6, 1.5) / sqrt(k)`` (k = how many), the others 0. Returns (n_expressions,)."""
+    expr = np.zeros(n_expressions)
+    k = rng.choice(n_expressions, size=rng.integers(1, 3), replace=False)
+    expr[k] = rng.uniform(0.6, 1.5, size=len(k)) / np.sqrt(len(k))
+    return expr
+
+
+def draw_camera(rng: np.random.Generator, image_size: int = 224, max_yaw: float = 30.0,
+                max_pitch: float = 10.0, max_roll: float = 6.0) -> Camera:
+    """The synthetic photographer: a perspective camera 1.2 m away with a 12 deg (+-5 %)
+    field of view, the face turned by yaw, pitch, roll uniform in +-``max_*`` degrees,
+    and the principal point moved by up to +-3 % of the image size."""
+    yaw = rng.uniform(-max_yaw, max_yaw)
+    pitch, roll = rng.uniform(-max_pitch, max_pitch), rng.uniform(-max_roll, max_roll)
+    cam = perspective_camera(image_size, image_size, fov=12.0 * rng.uniform(0.95, 1.05), distance=1200.0,
+                             yaw=yaw, pitch=pitch, roll=roll, target=(0.0, 12.0, -45.0))
+    cam.center = cam.center + rng.uniform(-0.03, 0.03, 2) * image_size
+    return cam
+
+
+# ---------------------------------------------------------------------------
 # landmarks: the jaw line follows the outline of the face in the photo
 # ---------------------------------------------------------------------------
 
@@ -283,46 +314,34 @@ def jaw_outline(model: MorphableModel, vertices: np.ndarray, camera: Camera, wed
     outline of the face as the camera sees it.
 
     A detector puts jaw points on the visible boundary of the face, not on fixed
-    vertices. Here: from a centre inside the face, one ray per landmark in the
-    image (the directions of the frontal defaults ``model.ibug68``); the
-    landmark is the vertex that projects farthest along its ray among those
-    within ``wedge_deg`` of it -- the extreme of the face's silhouette there.
+    vertices. Here: :func:`dualface_lite.fitting.silhouette_along_rays` in the
+    directions of the frontal default jaw vertices (``model.ibug68``) as posed by
+    the camera, with rays ``wedge_deg`` wide -- the extreme of the face's
+    silhouette there.
     """
-    p = camera.project(vertices)
-    lm3 = vertices[model.ibug68]
-    centre3 = 0.5 * (lm3[27] + lm3[30])  # nose bridge .. nose tip, mid-depth of the face
-    centre3 = centre3 + np.array([0.0, 0.0, -45.0], dtype=centre3.dtype)
-    c = camera.project(centre3[None])[0]
-    jaw = np.concatenate([IBUG_CONTOUR_RIGHT, IBUG_CONTOUR_LEFT])
-    # ray directions: those of the frontal default landmarks of the same face, posed
-    fr = camera.project(lm3[jaw]) - c
-    dirs = fr / np.linalg.norm(fr, axis=1, keepdims=True)
-    rel = p - c
-    r = np.linalg.norm(rel, axis=1) + 1e-9
-    cosang = (rel @ dirs.T) / r[:, None]  # (N, 16)
-    along = rel @ dirs.T
-    inside = cosang > np.cos(np.deg2rad(wedge_deg))
-    score = np.where(inside, along, -np.inf)
-    return score.argmax(axis=0)
+    from .fitting import silhouette_along_rays
+
+    through = camera.project(vertices[model.ibug68[IBUG_JAW]])
+    return silhouette_along_rays(model, vertices, camera, through, wedge_deg=wedge_deg)[0]
 
 
 # ---------------------------------------------------------------------------
 # range scan
 # ---------------------------------------------------------------------------
 
-def make_scan(vertices: np.ndarray, triangles: np.ndarray, R: np.ndarray, spacing: float = 1.0,
-              noise: float = 0.2, n_holes: int = 3, hole_radius: float = 6.0, max_edge: float = 6.0,
-              rng: np.random.Generator | None = None, size_mm: float = 240.0):
-    """A range scan of a surface seen along the rotation ``R`` (object -> view).
+def range_image(vertices: np.ndarray, triangles: np.ndarray, R: np.ndarray, spacing: float = 1.0,
+                noise: float = 0.2, n_holes: int = 3, hole_radius: float = 6.0,
+                rng: np.random.Generator | None = None, size_mm: float = 240.0) -> tuple[np.ndarray, Camera]:
+    """What the synthetic scanner records: a range image of a surface seen along the rotation
+    ``R`` (object -> view), like FRGC's structured-light range images.
 
-    A depth grid ``spacing`` mm apart (orthographic, like a structured-light
-    scanner's range image), Gaussian depth noise of ``noise`` mm, ``n_holes``
-    round holes of about ``hole_radius`` mm, and grid cells triangulated where
-    their depths differ by less than ``max_edge`` mm. Returns
-    ``(trimesh.Trimesh in the object frame, depth image, scanner camera)``.
+    An orthographic depth grid ``spacing`` mm apart and ``size_mm`` wide, centred on the
+    surface, with Gaussian depth noise of ``noise`` mm and ``n_holes`` round holes of about
+    ``hole_radius`` mm (no return). Returns ``(depth, scanner)``: depth (n, n) float32 in mm,
+    ``inf`` where there is no data, and the scanner's orthographic
+    :class:`~dualface_lite.camera.Camera` (``scanner.unproject`` turns pixels and depths back
+    into points).
     """
-    import trimesh
-
     if spacing <= 0:
         raise ValueError(f"spacing must be positive, got {spacing}")
     rng = rng or np.random.default_rng(0)
@@ -341,28 +360,24 @@ def make_scan(vertices: np.ndarray, triangles: np.ndarray, R: np.ndarray, spacin
         for k in pick:
             rad = hole_radius / spacing * rng.uniform(0.5, 1.5)
             valid &= (yy - rows[k]) ** 2 + (xx - cols[k]) ** 2 > rad**2
-    depth[~valid] = np.inf
-    # back-project the valid pixels to the view frame, then to the object frame
-    vv, uu = np.nonzero(valid)
-    xv = (uu - cam.center[0]) / cam.focal
-    yv = -(vv - cam.center[1]) / cam.focal
-    zv = -depth[vv, uu]
-    pts_view = np.stack([xv, yv, zv], 1)
-    pts = (pts_view - cam.t) @ cam.R  # R^T (x - t)
-    index = -np.ones((n, n), dtype=np.int64)
-    index[vv, uu] = np.arange(len(vv))
-    a, b, c, d = index[:-1, :-1], index[:-1, 1:], index[1:, :-1], index[1:, 1:]
-    za, zb, zc, zd = depth[:-1, :-1], depth[:-1, 1:], depth[1:, :-1], depth[1:, 1:]
-    faces = []
-    for (i, j, k), (zi, zj, zk) in (((a, c, b), (za, zc, zb)), ((b, c, d), (zb, zc, zd))):
-        ok = (i >= 0) & (j >= 0) & (k >= 0)
-        with np.errstate(invalid="ignore"):  # inf - inf at holes; those cells fail the index test anyway
-            ok &= np.maximum(np.maximum(zi, zj), zk) - np.minimum(np.minimum(zi, zj), zk) < max_edge
-        faces.append(np.stack([i[ok], j[ok], k[ok]], 1))
-    faces = np.concatenate(faces)
-    mesh = trimesh.Trimesh(pts.astype(np.float64), faces, process=False)
-    mesh.remove_unreferenced_vertices()
-    return mesh, np.where(np.isfinite(depth), depth, np.inf).astype(np.float32), cam
+    return np.where(valid, depth, np.inf).astype(np.float32), cam
+
+
+def make_scan(vertices: np.ndarray, triangles: np.ndarray, R: np.ndarray, spacing: float = 1.0,
+              noise: float = 0.2, n_holes: int = 3, hole_radius: float = 6.0, max_edge: float = 6.0,
+              rng: np.random.Generator | None = None, size_mm: float = 240.0):
+    """A range scan of a surface seen along ``R``: the paper's first step (Fig. 2) on the
+    synthetic scanner's output. :func:`range_image` records the depth grid, and
+    :func:`dualface_lite.scans.range_to_mesh` triangulates it (triangles with an edge longer
+    than ``max_edge`` mm span a depth discontinuity and are dropped).
+
+    Returns ``(trimesh.Trimesh in the object frame, depth image, scanner camera)``.
+    """
+    from .scans import range_to_mesh
+
+    depth, cam = range_image(vertices, triangles, R, spacing=spacing, noise=noise, n_holes=n_holes,
+                             hole_radius=hole_radius, rng=rng, size_mm=size_mm)
+    return range_to_mesh(depth, camera=cam, max_edge=max_edge, frame="object"), depth, cam
 
 
 # ---------------------------------------------------------------------------
@@ -399,10 +414,7 @@ def make_subject(seed: int = 0, condition: str = "neutral", model: MorphableMode
     # identity, expression, out-of-span modes, detail
     alpha = pop.shift_vector(model.n_components) + pop.alpha_scale * rng.standard_normal(model.n_components)
     alpha[:] = np.clip(alpha, -3.0, 3.0)
-    expr = np.zeros(model.n_expressions)
-    if condition == "expression":
-        k = rng.choice(model.n_expressions, size=rng.integers(1, 3), replace=False)
-        expr[k] = rng.uniform(0.6, 1.5, size=len(k)) / np.sqrt(len(k))
+    expr = draw_expression(rng, model.n_expressions) if condition == "expression" else np.zeros(model.n_expressions)
     tone = float(rng.random())
     # the four original modes from the subject's stream; modes added later (mid-face) from a stream of
     # their own, so that every other draw of a subject stays as it was
@@ -418,14 +430,10 @@ def make_subject(seed: int = 0, condition: str = "neutral", model: MorphableMode
 
     normals0 = _render.vertex_normals(model.mean, model.triangles)
     crease = (extra * normals0).sum(1)
-    albedo = skin_albedo(model, vertices, tone, rng, crease=crease, crease_gain=pop.crease_gain)
+    albedo = skin_albedo(model, tone, rng, crease=crease, crease_gain=pop.crease_gain)
 
     # pose and camera
-    yaw = rng.uniform(-max_yaw, max_yaw)
-    pitch, roll = rng.uniform(-10, 10), rng.uniform(-6, 6)
-    cam = perspective_camera(image_size, image_size, fov=12.0 * rng.uniform(0.95, 1.05), distance=1200.0,
-                             yaw=yaw, pitch=pitch, roll=roll, target=(0.0, 12.0, -45.0))
-    cam.center = cam.center + rng.uniform(-0.03, 0.03, 2) * image_size
+    cam = draw_camera(rng, image_size, max_yaw=max_yaw)
     lighting = _lighting(condition, rng)
 
     # the photo: normals turned into the view frame, since the light is given there
@@ -441,7 +449,7 @@ def make_subject(seed: int = 0, condition: str = "neutral", model: MorphableMode
 
     # landmarks: fixed vertices, jaw on the outline, plus detector noise
     lm_vert = model.ibug68.copy()
-    lm_vert[np.concatenate([IBUG_CONTOUR_RIGHT, IBUG_CONTOUR_LEFT])] = jaw_outline(model, vertices, cam)
+    lm_vert[IBUG_JAW] = jaw_outline(model, vertices, cam)
     landmarks = cam.project(vertices[lm_vert]) + landmark_noise * rng.standard_normal((68, 2))
     landmarks = np.clip(landmarks, 0, image_size - 1).astype(np.float32)
 

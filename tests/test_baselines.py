@@ -18,7 +18,7 @@ def reg(model):
 @pytest.fixture(scope="module")
 def held_out(model):
     """Landmark sets of faces from the model's prior, with seeds the training never used."""
-    return prior_landmark_samples(model, 40, seed=999)
+    return prior_landmark_samples(model, 300, seed=999)
 
 
 def _rotate(L, deg, about):
@@ -33,11 +33,13 @@ def test_recovers_prior_faces(model, reg, held_out):
     assert a.shape == A.shape and e.shape == E.shape
     err = np.array([metrics.mean_vertex_error(model.shape(a[i], e[i]), model.shape(A[i], E[i])) for i in range(len(L))])
     base = np.array([metrics.mean_vertex_error(model.mean, model.shape(A[i], E[i])) for i in range(len(L))])
-    assert err.mean() < 0.65 * base.mean()          # about half the mean face's error
+    # measured (300 held-out faces): 0.49 of the mean face's error; leading components 0.58;
+    # expression correlations 0.61-0.94. Bounds: 20% worse than measured.
+    assert err.mean() < 0.59 * base.mean()
     # the leading identity components and every expression are recovered
-    assert np.linalg.norm(a[:, :5] - A[:, :5]) < 0.75 * np.linalg.norm(A[:, :5])
+    assert np.linalg.norm(a[:, :5] - A[:, :5]) < 0.70 * np.linalg.norm(A[:, :5])
     for j in range(E.shape[1]):
-        assert np.corrcoef(e[:, j], E[:, j])[0, 1] > 0.5
+        assert np.corrcoef(e[:, j], E[:, j])[0, 1] > 0.49
 
 
 def test_recovers_synthetic_prior_subject(model, reg):
@@ -48,7 +50,7 @@ def test_recovers_synthetic_prior_subject(model, reg):
         errs.append(metrics.mean_vertex_error(fit.vertices, s.vertices))
         base.append(metrics.mean_vertex_error(model.mean, s.vertices))
         assert fit.landmark_error < 3.0
-        assert abs(fit.pose.angles[0] - s.pose[0]) < 6.0
+        assert abs(fit.camera.angles[0] - s.pose[0]) < 6.0
     assert np.mean(errs) < 0.75 * np.mean(base)
 
 
@@ -64,7 +66,7 @@ def test_predict_returns_fit(model, reg):
     np.testing.assert_allclose(fit.vertices, model.shape(fit.alpha, fit.expr), atol=1e-4)
     np.testing.assert_allclose(fit.landmark_error,
                                metrics.landmark_error(fit.landmarks_fit, s.landmarks), rtol=1e-5)
-    assert fit.pose.kind == "orthographic" and (fit.pose.width, fit.pose.height) == (224, 224)
+    assert fit.camera.kind == "orthographic" and (fit.camera.width, fit.camera.height) == (224, 224)
     assert fit.visible.sum() > n // 2
     assert np.all(fit.colors[~fit.visible] == 0) and fit.colors[fit.visible].max() > 0.2
     plain = reg.predict(s.landmarks)                  # no image: nothing visible, no colours

@@ -70,3 +70,31 @@ def test_bad_inputs():
         Camera(R=np.eye(3), t=np.zeros(3), focal=-1, width=10, height=10)
     with pytest.raises(ValueError, match="fov"):
         perspective_camera(fov=0)
+
+
+@pytest.mark.parametrize("kind", ["perspective", "orthographic"])
+def test_unproject_inverts_project_and_rays_hit_the_points(rng, kind):
+    if kind == "perspective":
+        cam = perspective_camera(120, 90, fov=15, distance=900, yaw=20, pitch=-8, roll=4)
+    else:
+        cam = orthographic_camera(120, 90, scale=1.7, yaw=-15, pitch=6)
+    X = rng.uniform(-60, 60, (50, 3))
+    uv, d = cam.project(X), cam.depth(X)
+    np.testing.assert_allclose(cam.unproject(uv, d), X, atol=1e-8)
+    np.testing.assert_allclose(cam.unproject(uv, d, frame="view"), cam.to_view(X), atol=1e-8)
+    # batched shapes and NaN for missing depths
+    grid = cam.unproject(uv.reshape(5, 10, 2), np.where(np.arange(50) % 7 == 0, np.inf, d).reshape(5, 10))
+    assert grid.shape == (5, 10, 3) and np.isnan(grid.reshape(-1, 3)[::7]).all()
+    o, v = cam.pixel_rays(uv)
+    np.testing.assert_allclose(np.linalg.norm(v, axis=1), 1.0)
+    lam = ((X - o) * v).sum(1)                       # distance along the ray to the point
+    assert np.all(lam > 0)
+    np.testing.assert_allclose(o + lam[:, None] * v, X, atol=1e-7)
+    if kind == "orthographic":                        # parallel rays
+        np.testing.assert_allclose(v, np.broadcast_to(v[0], v.shape))
+    with pytest.raises(ValueError, match="uv must have shape"):
+        cam.unproject(np.zeros((4, 3)), np.ones(4))
+    with pytest.raises(ValueError, match="depth must have shape"):
+        cam.unproject(uv, d[:3])
+    with pytest.raises(ValueError, match="frame"):
+        cam.unproject(uv, d, frame="world")

@@ -5,7 +5,6 @@ import hashlib
 import importlib.util
 import json
 import shutil
-import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -15,6 +14,7 @@ import pytest
 from dualface_lite import data as D
 from dualface_lite.data import (DatasetConfig, DatasetNotBuiltError, build_dataset, build_subject, load_split,
                                 verify_dataset)
+from dualface_lite.groundtruth import scan_landmark_ids
 from dualface_lite.synth import CONDITIONS, Population
 
 TINY = dict(name="tiny", n_train=6, n_test=3)
@@ -59,12 +59,13 @@ def test_build_subject_s_hat_beats_s0(model, seed, condition):
     # S0, S_hat and the true surface all live in the model's object frame: compare vertex by vertex
     e0 = np.linalg.norm(rec["s0"] - rec["true"], axis=1)
     eh = np.linalg.norm(rec["s_hat"] - rec["true"], axis=1)
-    assert eh.mean() < 0.75 * e0.mean(), (e0.mean(), eh.mean())
+    # measured S_hat / S0 error: 0.47 (neutral), 0.41 (expression); where the scan has data 0.38, 0.33
+    assert eh.mean() < 0.56 * e0.mean(), (e0.mean(), eh.mean())
     cov = rec["covered"]
     assert 0.5 < cov.mean() < 1.0
-    assert eh[cov].mean() < eh.mean() and eh[cov].mean() < 0.6 * e0[cov].mean()
+    assert eh[cov].mean() < eh.mean() and eh[cov].mean() < 0.45 * e0[cov].mean()
     # the NICP targets came from the scan, near the true landmark vertices
-    ids = D.scan_landmark_ids(model)
+    ids = scan_landmark_ids(model)
     hits = rec["scan_landmarks"]
     ok = np.isfinite(hits[:, 0])
     assert hits.shape == (len(ids), 3) and ok.sum() >= 30
@@ -73,20 +74,6 @@ def test_build_subject_s_hat_beats_s0(model, seed, condition):
     # the record's subject regenerates exactly from its seed
     s = D.subject_for(cfg, seed, condition, model=model)
     assert np.array_equal(s.image, rec["image"]) and np.array_equal(s.vertices, rec["true"])
-
-
-def test_landmarks_on_scan_matches_the_surface(model):
-    s = D.subject_for(DatasetConfig(**TINY), 200002, "illumination", model=model)
-    vid = model.ibug68[D.scan_landmark_ids(model)]
-    exact = s.camera.project(s.vertices[vid])       # noise-free pixels of the true landmark vertices
-    hits = D.landmarks_on_scan(s.camera, exact, s.scan)
-    ok = np.isfinite(hits).all(1)
-    assert ok.mean() > 0.6
-    # back on the landmark's ray, and within the scan's noise and spacing of the true vertex
-    assert np.allclose(s.camera.project(hits[ok]), exact[ok], atol=1e-6)
-    assert np.median(np.linalg.norm(hits[ok] - s.vertices[vid][ok], axis=1)) < 1.0
-    far = D.landmarks_on_scan(s.camera, np.array([[0.0, 0.0]]), s.scan)   # the image corner: background
-    assert np.isnan(far).all()
 
 
 # ---------------------------------------------------------------------------
@@ -114,10 +101,8 @@ def test_build_writes_manifest_with_matching_checksums(built, home):
 def test_rerun_is_served_from_the_cache(built, model):
     cfg, folder = built
     before = {p.name: p.stat().st_mtime_ns for p in folder.iterdir()}
-    t0 = time.perf_counter()
     again = build_dataset(DatasetConfig(**TINY), workers=2, progress=False, model=model)
-    assert time.perf_counter() - t0 < 3.0
-    assert again == folder
+    assert again == folder        # a rebuild would have replaced the files (new mtimes)
     assert {p.name: p.stat().st_mtime_ns for p in folder.iterdir()} == before
 
 
@@ -128,7 +113,7 @@ def test_same_arrays_with_one_or_two_workers(built, model, tmp_path):
     for split in ("train", "test"):
         assert _sha(other / f"{split}.npz") == _sha(folder / f"{split}.npz")   # byte-identical records
         a, b = load_split(folder, split), load_split(other, split)
-        for k in D.FaceData._ARRAYS:
+        for k in D.FaceData.ARRAYS:
             if k not in ("nicp_seconds", "fit_seconds"):                        # wall times differ, of course
                 assert np.array_equal(getattr(a, k), getattr(b, k), equal_nan=True), k
 
@@ -214,7 +199,8 @@ def test_load_split_arrays(built, model):
 
 
 def test_face_dataset_gives_float_tensors(built):
-    torch = pytest.importorskip("torch")
+    import torch
+
     cfg, folder = built
     ds = D.FaceDataset(load_split(cfg, "train"))
     assert isinstance(ds, torch.utils.data.Dataset) and len(ds) == 6

@@ -5,6 +5,7 @@ import pytest
 from dualface_lite import fitting, metrics, synth
 from dualface_lite.camera import Camera, orthographic_camera, rotation_matrix
 from dualface_lite.fitting import Fit, estimate_camera, fit_landmarks, sample_colors, solve_shape
+from dualface_lite.model import IBUG_JAW, IBUG_NOT_JAW
 
 PRIOR = synth.Population.prior()
 
@@ -78,7 +79,7 @@ def test_solve_shape_satisfies_the_normal_equations(model, rng):
     cam = orthographic_camera(224, 224, scale=0.9, yaw=15.0, pitch=5.0)
     idx = model.ibug68
     X0 = model.mean[idx].astype(np.float64)
-    Bp = (model.basis.astype(np.float64) * model.sigma).reshape(-1, 3, model.n_components)[idx]
+    Bp = model.linear_basis()[:, :model.n_components].reshape(-1, 3, model.n_components)[idx]
     L = cam.project(model.shape(rng.standard_normal(model.n_components))[idx]) + rng.normal(0, 1, (68, 2))
     lam, sigma_l = 0.5, 2.0
     c = solve_shape(cam, X0, Bp, L, lam, sigma_l)
@@ -126,13 +127,19 @@ def test_fit_degrades_gracefully_with_landmark_noise(model):
     assert errs[3] < 2.0 * base, (errs, base)                          # but stays bounded at 4 px
 
 
+# error of S0 / error of the mean face on two subjects per condition, as measured (fit_landmarks
+# defaults); the bounds below sit about 10% above them, so a 20% worse fit fails
+FIT_OVER_MEAN_FACE = {"neutral": 0.884, "expression": 0.454, "illumination": 0.849}
+
+
 def test_fit_beats_the_mean_face_on_realistic_subjects(model):
     # default population (shifted identities, out-of-span modes, detail), 0.7 px noise
     for cond in synth.CONDITIONS:
         subs = [synth.make_subject(s, cond, model=model, with_scan=False) for s in (7300, 7301)]
-        e = np.mean([metrics.mean_vertex_error(fit_landmarks(model, s.landmarks).vertices, s.vertices) for s in subs])
+        e = np.mean([metrics.mean_vertex_error(fit_landmarks(model, s.landmarks).vertices, s.vertices)
+                     for s in subs])
         e0 = np.mean([metrics.mean_vertex_error(model.mean, s.vertices) for s in subs])
-        assert e < e0, (cond, e, e0)
+        assert e < 1.1 * FIT_OVER_MEAN_FACE[cond] * e0, (cond, e, e0)
 
 
 def test_fit_fields_are_consistent(model, photo_subject, photo_fit):
@@ -148,15 +155,15 @@ def test_fit_fields_are_consistent(model, photo_subject, photo_fit):
     # S_0 is a face of the model, in its object frame
     np.testing.assert_allclose(f.vertices, model.shape(f.alpha, f.expr), atol=1e-3)
     # the fitted landmarks are the projections of the landmark vertices under the pose
-    assert f.pose.kind == "orthographic" and (f.pose.width, f.pose.height) == (224, 224)
-    np.testing.assert_allclose(f.landmarks_fit, f.pose.project(f.vertices[f.landmark_vertices]), atol=1e-3)
+    assert f.camera.kind == "orthographic" and (f.camera.width, f.camera.height) == (224, 224)
+    np.testing.assert_allclose(f.landmarks_fit, f.camera.project(f.vertices[f.landmark_vertices]), atol=1e-3)
     assert f.landmark_error == pytest.approx(np.linalg.norm(f.landmarks_fit - s.landmarks, axis=1).mean(), rel=1e-4)
     assert f.landmark_error < 2.0
     # inner landmarks keep the SFM mapping; jaw ones moved with the pose (yaw != 0)
-    inner = np.setdiff1d(np.arange(68), fitting.JAW)
+    inner = IBUG_NOT_JAW
     np.testing.assert_array_equal(f.landmark_vertices[inner], model.ibug68[inner])
-    assert np.any(f.landmark_vertices[fitting.JAW] != model.ibug68[fitting.JAW])
-    assert np.all(f.pose.depth(f.vertices) > 0)
+    assert np.any(f.landmark_vertices[IBUG_JAW] != model.ibug68[IBUG_JAW])
+    assert np.all(f.camera.depth(f.vertices) > 0)
     assert abs(f.angles[0] - s.pose[0]) < 4.0
 
 
@@ -183,7 +190,7 @@ def test_colours_zero_where_invisible_and_right_where_visible(model, photo_subje
 def test_fit_without_image(model, photo_subject):
     f = fit_landmarks(model, photo_subject.landmarks)
     assert not f.visible.any() and np.all(f.colors == 0.0)
-    assert f.pose.width > photo_subject.landmarks[:, 0].max() and f.pose.height > photo_subject.landmarks[:, 1].max()
+    assert f.camera.width > photo_subject.landmarks[:, 0].max() and f.camera.height > photo_subject.landmarks[:, 1].max()
     # the image only adds colours: the shape is the same
     g = fit_landmarks(model, photo_subject.landmarks, photo_subject.image)
     np.testing.assert_allclose(f.vertices, g.vertices, atol=1e-4)
@@ -292,3 +299,40 @@ def test_fit_is_deterministic_and_rotation_invariant_in_the_image(model, photo_s
     b = fit_landmarks(model, Lr)
     assert metrics.mean_vertex_error(a.vertices, b.vertices) < 0.3
     assert b.angles[2] - a.angles[2] == pytest.approx(10.0, abs=0.5)
+
+
+def test_linear_basis_is_the_model(model, rng):
+    c = rng.standard_normal(model.n_components + model.n_expressions)
+    face = model.mean.reshape(-1) + model.linear_basis() @ c
+    np.testing.assert_allclose(face.reshape(-1, 3), model.shape(c[:model.n_components], c[model.n_components:]),
+                               atol=1e-3)
+    assert model.linear_basis(np.float32).dtype == np.float32
+
+
+def test_silhouette_along_rays_finds_the_outline(model):
+    from dualface_lite.fitting import silhouette_along_rays
+
+    cam = orthographic_camera(224, 224, scale=1.0, yaw=0.0)
+    p = cam.project(model.mean)
+    c = p.mean(0)
+    through = c + np.array([[100.0, 0.0], [-100.0, 0.0], [0.0, 100.0]])   # right, left, down in the image
+    idx, found = silhouette_along_rays(model, model.mean, cam, through, wedge_deg=3.0)
+    assert found.all()
+    assert p[idx[0], 0] > np.percentile(p[:, 0], 99) and p[idx[1], 0] < np.percentile(p[:, 0], 1)
+    assert p[idx[2], 1] > np.percentile(p[:, 1], 98)
+    with pytest.raises(ValueError, match="through must have shape"):
+        silhouette_along_rays(model, model.mean, cam, through[:, :1])
+
+
+def test_fit_record_helpers(model, photo_subject, photo_fit):
+    w, h = fitting.landmark_box(photo_subject.landmarks)
+    L = photo_subject.landmarks
+    assert w > L[:, 0].max() and h > L[:, 1].max() and w < 2 * L[:, 0].max() + 2
+    vis, col = fitting.photo_colors(photo_fit.camera, photo_fit.vertices, model.triangles, photo_subject.image)
+    assert np.array_equal(vis, photo_fit.visible) and np.allclose(col, photo_fit.colors)
+    vis0, col0 = fitting.photo_colors(photo_fit.camera, photo_fit.vertices, model.triangles, None)
+    assert not vis0.any() and not col0.any()
+    again = fitting.make_fit(model, photo_fit.vertices, photo_fit.camera, photo_fit.landmark_vertices, L,
+                             photo_subject.image, photo_fit.alpha, photo_fit.expr)
+    assert again.landmark_error == pytest.approx(photo_fit.landmark_error, rel=1e-5)
+    assert np.all(again.camera.depth(again.vertices) > 900)     # the face about 1 m in front

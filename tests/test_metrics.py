@@ -56,3 +56,43 @@ def test_bad_inputs(model):
         metrics.mean_vertex_error(bad, model.mean)
     with pytest.raises(ValueError, match="shape"):
         metrics.landmark_error(np.zeros((68, 2)), np.zeros((67, 2)))
+
+
+def test_batch_alignment_matches_one_face_at_a_time(model, rng):
+    faces = np.stack([model.shape(rng.standard_normal(5)) for _ in range(4)])
+    moved = np.stack([f @ rotation_matrix(10 * k, -5 * k, 3).T + k * 20.0 for k, f in enumerate(faces)])
+    noisy = moved + rng.normal(0, 0.5, moved.shape)
+    one = [metrics.mean_vertex_error(p, g) for p, g in zip(noisy, faces)]
+    np.testing.assert_allclose(metrics.mean_vertex_errors(noisy, faces), one, rtol=1e-9)
+    aligned = metrics.align_batch(moved, faces)
+    np.testing.assert_allclose(aligned, faces, atol=1e-6)
+    # a mirror image is not a rotation: the batch alignment must not reflect
+    mirrored = faces * np.array([-1.0, 1.0, 1.0])
+    assert metrics.mean_vertex_errors(mirrored, faces).min() > 1.0
+    with pytest.raises(ValueError, match="same shape"):
+        metrics.mean_vertex_errors(noisy, faces[:2])
+    with pytest.raises(ValueError, match=r"\(M, N, 3\)"):
+        metrics.align_batch(faces[0], faces[0])
+
+
+def test_per_condition_means_and_table():
+    values = np.array([1.0, 2.0, 3.0, 5.0, 7.0, 9.0])
+    codes = np.array([0, 1, 2, 0, 1, 2])
+    r = metrics.per_condition(values, codes)
+    assert r == {"neutral": 3.0, "expression": 4.5, "illumination": 6.0, "all": 4.5}
+    names = ["neutral", "expression", "illumination"] * 2
+    assert metrics.per_condition(values, names) == r
+    assert metrics.per_condition(values[:2], ["neutral", "neutral"]) == {"neutral": 1.5, "all": 1.5}
+    text = metrics.condition_table({"S0": values, "S_hat": values / 2}, codes, label="method")
+    lines = text.splitlines()
+    assert lines[0].split()[:5] == ["method", "neutral", "expression", "illumination", "all"]
+    assert lines[2].split() == ["S0", "3.00", "4.50", "6.00", "4.50"]
+    assert lines[3].split() == ["S_hat", "1.50", "2.25", "3.00", "2.25"]
+    with pytest.raises(ValueError, match="codes 0..2"):
+        metrics.per_condition(values, codes + 1)
+    with pytest.raises(ValueError, match="not in"):
+        metrics.per_condition(values[:1], ["smile"])
+    with pytest.raises(ValueError, match="one per face"):
+        metrics.per_condition(values[:3], codes)
+    with pytest.raises(ValueError, match="at least one"):
+        metrics.condition_table({}, codes)

@@ -2,6 +2,7 @@
 import gzip
 
 import numpy as np
+import trimesh
 import pytest
 from scipy.spatial import cKDTree
 
@@ -58,20 +59,27 @@ def test_invalid_pixels_and_nans_leave_holes():
         scans.range_to_mesh(P, valid[:, :4])
 
 
-def test_depth_image_matches_the_synthetic_scanner(model):
+def test_the_synthetic_scan_is_its_range_image_triangulated(model):
+    """The paper's step 1 is the code that runs: synth.make_scan = range_image -> range_to_mesh."""
     s = synth.make_subject(seed=1, condition="neutral", model=model, with_scan=False)
     ref, depth, cam = synth.make_scan(s.vertices, model.triangles, s.camera.R, noise=0.2, n_holes=2,
                                       rng=np.random.default_rng(5))
+    depth2, cam2 = synth.range_image(s.vertices, model.triangles, s.camera.R, noise=0.2, n_holes=2,
+                                     rng=np.random.default_rng(5))
+    assert np.array_equal(depth, depth2, equal_nan=True) and np.allclose(cam.t, cam2.t)
     mesh = scans.range_to_mesh(depth, camera=cam, max_edge=6.0)
-    # same points as synth's own triangulation, in the object frame
-    d, _ = cKDTree(ref.vertices).query(mesh.vertices)
-    assert d.max() < 1e-3  # the depth image is float32
-    assert len(mesh.vertices) > 0.95 * len(ref.vertices)
+    assert np.array_equal(mesh.vertices, ref.vertices) and np.array_equal(mesh.faces, ref.faces)
+    # the scan lies on the true surface, within the depth noise
+    true = trimesh.Trimesh(s.vertices, model.triangles, process=False)
+    _, dist, _ = trimesh.proximity.closest_point(true, ref.vertices[::7])
+    assert np.median(dist) < 0.2 and np.percentile(dist, 95) < 0.6
     # wound towards the scanner: normals point at the camera (view z > 0)
     nz = (mesh.face_normals @ cam.R.T)[:, 2]
     assert np.median(nz) > 0.5
     view = scans.range_to_mesh(depth, camera=cam, max_edge=6.0, frame="view")
     np.testing.assert_allclose(view.vertices, cam.to_view(mesh.vertices), atol=1e-6)
+    with pytest.raises(ValueError, match="spacing"):
+        synth.range_image(s.vertices, model.triangles, s.camera.R, spacing=0.0)
 
 
 @pytest.mark.parametrize("kind", ["perspective", "orthographic"])

@@ -4,7 +4,7 @@ import trimesh
 
 import dualface_lite as df
 from dualface_lite import synth
-from dualface_lite.model import IBUG_CONTOUR_LEFT, IBUG_CONTOUR_RIGHT
+from dualface_lite.model import IBUG_JAW
 
 
 @pytest.fixture(scope="module")
@@ -56,7 +56,7 @@ def test_landmarks_in_image_and_on_their_vertices(model):
 
 
 def test_jaw_landmarks_lie_on_the_outline(model):
-    jaw = np.concatenate([IBUG_CONTOUR_RIGHT, IBUG_CONTOUR_LEFT])
+    jaw = IBUG_JAW
     for seed in range(4):
         s = synth.make_subject(seed, "neutral", model=model, landmark_noise=0.0, with_scan=False)
         mask = np.isfinite(s.depth)
@@ -168,3 +168,29 @@ def test_population_checks_its_settings():
     with pytest.raises(ValueError, match="tone_mode"):
         synth.Population(tone_mode=synth.N_MODES)
     assert synth.Population.prior().tone_gain == 0.0
+
+
+def test_draws_of_a_photo_are_the_subjects(model):
+    """make_subject and Lm2Vertex's training data draw cameras and expressions in one place."""
+    rng = np.random.default_rng(3)
+    cams = [synth.draw_camera(rng, 224) for _ in range(200)]
+    yaw, pitch, roll = np.array([c.angles for c in cams]).T
+    assert np.abs(yaw).max() <= 30 and np.abs(pitch).max() <= 10 and np.abs(roll).max() <= 6
+    assert np.abs(yaw).max() > 25 and np.ptp([c.focal for c in cams]) > 0
+    assert all(np.all(np.abs(c.center - 111.5) <= 0.03 * 224 + 1e-9) for c in cams)
+    e = np.array([synth.draw_expression(rng, model.n_expressions) for _ in range(200)])
+    k = (e > 0).sum(1)
+    assert set(k) == {1, 2} and e.max() <= 1.5 and e[k == 1].max(1).min() >= 0.6
+    s = synth.make_subject(4, "expression", model=model, with_scan=False)
+    assert s.expr.max() > 0 and (s.expr > 0).sum() <= 2
+
+
+def test_jaw_outline_is_the_silhouette_along_rays(model):
+    from dualface_lite.fitting import silhouette_along_rays
+
+    s = synth.make_subject(seed=3, condition="neutral", model=model, with_scan=False)
+    through = s.camera.project(s.vertices[model.ibug68[IBUG_JAW]])
+    idx, found = silhouette_along_rays(model, s.vertices, s.camera, through, wedge_deg=4.0)
+    assert found.all()
+    assert np.array_equal(synth.jaw_outline(model, s.vertices, s.camera), idx)
+    assert np.array_equal(s.landmark_vertices[IBUG_JAW], idx)

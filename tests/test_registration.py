@@ -1,12 +1,13 @@
-"""Optimal-step NICP (dualface_lite.nicp): recovers known deformations, honours
+"""Optimal-step NICP (dualface_lite.registration): recovers known deformations, honours
 landmarks, ignores the target's vertex order, copes with holes, rejects bad input."""
 import numpy as np
 import pytest
 import trimesh
 
 from dualface_lite.camera import rotation_matrix
+from dualface_lite.groundtruth import scan_landmark_ids
 from dualface_lite.metrics import rigid_align
-from dualface_lite.nicp import NICPResult, closest_points_on_triangles, nicp
+from dualface_lite.registration import NICPResult, closest_points_on_triangles, nicp
 from dualface_lite.render import vertex_normals
 from dualface_lite.synth import make_subject, smooth_field
 
@@ -15,7 +16,7 @@ from dualface_lite.synth import make_subject, smooth_field
 def face(model):
     """The mean face as a mesh, and its 50 fixed landmark vertices."""
     V = model.mean.astype(np.float64)
-    return trimesh.Trimesh(V, model.triangles, process=False), model.ibug68[model.ibug_defined]
+    return trimesh.Trimesh(V, model.triangles, process=False), model.ibug68[scan_landmark_ids(model)]
 
 
 @pytest.fixture(scope="module")
@@ -88,7 +89,7 @@ def test_target_vertex_order_does_not_matter(face, deformed):
 def test_scan_with_holes_registers(model):
     """A synthetic range scan (noise, 3 holes, only the side the scanner sees)."""
     s = make_subject(seed=4, condition="neutral", model=model)
-    idx = model.ibug68[model.ibug_defined]
+    idx = model.ibug68[scan_landmark_ids(model)]
     R, t, _ = rigid_align(model.mean[idx], s.vertices[idx])
     S0 = model.mean @ R.T + t                          # the mean face, rigidly aligned
     res = nicp(model.to_trimesh(S0), s.scan, idx, s.vertices[idx], record=True)
@@ -98,11 +99,12 @@ def test_scan_with_holes_registers(model):
     assert 0.4 < covered.mean() < 0.95
     before = np.linalg.norm(S0 - s.vertices, axis=1)[covered].mean()
     after = np.linalg.norm(res.vertices - s.vertices, axis=1)[covered].mean()
-    assert after < 0.6 * before and after < 2.5
+    # measured: 5.17 -> 1.55 mm (ratio 0.30), surface distance 0.22 mm; bounds ~20% above
+    assert after < 0.36 * before and after < 1.85
     _, d, _ = trimesh.proximity.closest_point(s.scan, res.vertices)
-    assert d[covered].mean() < 0.4
+    assert d[covered].mean() < 0.26
     # vertices off the scan were not matched (border rejection) and stayed in one piece
-    assert not res.weights[~covered & (true_d > 10)].any()
+    assert not res.matched[~covered & (true_d > 10)].any()
     assert np.isfinite(res.vertices).all()
 
 
@@ -128,8 +130,8 @@ def test_record_gives_each_step(face, deformed):
     stiffness = (10.0, 1.0, 0.3)
     res = nicp(src, target, idx, deformed[idx], stiffness=stiffness, record=True)
     plain = nicp(src, target, idx, deformed[idx], stiffness=stiffness)
-    assert [s.alpha for s in res.steps] == list(stiffness)
-    assert all(1 <= s.iterations <= 5 and 0 < s.matched <= 1 for s in res.steps)
+    assert [s.stiffness for s in res.steps] == list(stiffness)
+    assert all(1 <= s.iterations <= 5 and 0 < s.matched_fraction <= 1 for s in res.steps)
     np.testing.assert_array_equal(res.vertices, plain)
     np.testing.assert_array_equal(np.asarray(res), plain)
     np.testing.assert_array_equal(res.steps[-1].vertices, plain)
@@ -182,7 +184,7 @@ def test_bad_inputs_get_clear_errors(face):
         nicp(src, trimesh.Trimesh(src.vertices, np.zeros((0, 3), int), process=False))
     bad = src.vertices.copy()
     bad[5, 1] = np.nan
-    with pytest.raises(ValueError, match="target_mesh vertices contain NaN"):
+    with pytest.raises(ValueError, match="target_mesh vertices contains NaN"):
         nicp(src, (bad, src.faces))
     with pytest.raises(ValueError, match="source_mesh must be a trimesh"):
         nicp(np.zeros((10, 3)), src)
@@ -210,7 +212,7 @@ def test_bad_inputs_get_clear_errors(face):
 
 def test_surface_distance_to_a_square():
     """Points above, beside and on a unit square made of two triangles: exact distances."""
-    from dualface_lite.nicp import surface_distance
+    from dualface_lite.registration import surface_distance
 
     V = np.array([[0, 0, 0], [10, 0, 0], [10, 10, 0], [0, 10, 0]], float)
     F = np.array([[0, 1, 2], [0, 2, 3]])

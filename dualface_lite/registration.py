@@ -1,4 +1,7 @@
-"""Optimal-step non-rigid ICP (Amberg, Romdhani & Vetter, CVPR 2007).
+"""Registration: optimal-step non-rigid ICP (Amberg, Romdhani & Vetter, CVPR 2007).
+
+The module is ``dualface_lite.registration`` (as trimesh's); its main function is
+:func:`nicp`, also ``dualface_lite.nicp``.
 
 The paper builds its dense ground truth ``S_hat`` (section IV-A, Fig. 2) by
 registering the personalized template ``S0`` onto each triangulated range scan
@@ -47,7 +50,8 @@ import scipy.sparse as sp
 import scipy.sparse.linalg as sla
 from scipy.spatial import cKDTree
 
-from .render import _vertex_normals  # area-weighted unit normals, float64 in -> float64 out
+from . import checks
+from .render import vertex_normals  # area-weighted unit normals
 
 __all__ = ["nicp", "NICPResult", "NICPStep", "closest_points_on_triangles", "surface_distance",
            "DEFAULT_STIFFNESS", "DEFAULT_LANDMARK_WEIGHTS"]
@@ -64,19 +68,20 @@ DEFAULT_LANDMARK_WEIGHTS = 5.0
 class NICPStep:
     """What one stiffness step did (``nicp(..., record=True)``).
 
-    alpha, beta : the stiffness and landmark weight of the step.
+    stiffness, landmark_weight : the step's stiffness ``alpha`` and landmark weight ``beta``
+        (Amberg's eq. 12; not the PCA coefficients ``alpha`` of the morphable model).
     iterations : closest-point / solve rounds it took.
     vertices : (N, 3) float32 registered source vertices at the end of the step.
-    matched : fraction of source vertices with an accepted match in its last round.
+    matched_fraction : fraction of source vertices with an accepted match in its last round.
     mean_distance : mean distance (mesh units) from the matched vertices to their
         closest points in its last round (before that round's solve).
     """
 
-    alpha: float
-    beta: float
+    stiffness: float
+    landmark_weight: float
     iterations: int
     vertices: np.ndarray = field(repr=False)
-    matched: float
+    matched_fraction: float
     mean_distance: float
 
 
@@ -88,7 +93,7 @@ class NICPResult:
         ``nicp(...)`` returns without ``record``).
     steps : one :class:`NICPStep` per stiffness value, in order.
     initial : (N, 3) float32 source vertices before registration.
-    weights : (N,) bool, the source vertices matched in the last round.
+    matched : (N,) bool mask, the source vertices with an accepted match in the last round.
     flipped_target_normals : True if the target's winding was the opposite of
         the source's, so its normals were flipped for the normal test.
     n_factorizations, n_solves, seconds : work done (for teaching and benchmarks).
@@ -97,7 +102,7 @@ class NICPResult:
     vertices: np.ndarray = field(repr=False)
     steps: list
     initial: np.ndarray = field(repr=False)
-    weights: np.ndarray = field(repr=False)
+    matched: np.ndarray = field(repr=False)
     flipped_target_normals: bool = False
     n_factorizations: int = 0
     n_solves: int = 0
@@ -110,31 +115,6 @@ class NICPResult:
 # ---------------------------------------------------------------------------
 # input checking
 # ---------------------------------------------------------------------------
-
-def _as_mesh(mesh, name: str) -> tuple[np.ndarray, np.ndarray]:
-    """``trimesh.Trimesh`` or ``(vertices, faces)`` -> float64 (V, 3), int64 (F, 3)."""
-    if hasattr(mesh, "vertices") and hasattr(mesh, "faces"):
-        V, F = mesh.vertices, mesh.faces
-    elif isinstance(mesh, (tuple, list)) and len(mesh) == 2:
-        V, F = mesh
-    else:
-        raise ValueError(f"{name} must be a trimesh.Trimesh or a (vertices, faces) pair, got {type(mesh).__name__}")
-    V = np.asarray(V, dtype=np.float64)
-    F = np.asarray(F)
-    if V.ndim != 2 or V.shape[1] != 3:
-        raise ValueError(f"{name} vertices must have shape (N, 3), got {V.shape}")
-    if V.shape[0] == 0:
-        raise ValueError(f"{name} is empty: it has no vertices")
-    if F.size == 0:
-        raise ValueError(f"{name} has no faces: nicp needs triangle meshes")
-    if F.ndim != 2 or F.shape[1] != 3 or F.dtype.kind not in "iu":
-        raise ValueError(f"{name} faces must be an integer array of shape (F, 3), got {F.dtype} {F.shape}")
-    if F.min() < 0 or F.max() >= V.shape[0]:
-        raise ValueError(f"{name} faces index vertices outside 0..{V.shape[0] - 1}")
-    if not np.all(np.isfinite(V)):
-        raise ValueError(f"{name} vertices contain NaN or infinite values")
-    return V, F.astype(np.int64)
-
 
 def _schedule(values, name: str, n: int | None = None) -> np.ndarray:
     a = np.atleast_1d(np.asarray(values, dtype=np.float64))
@@ -235,7 +215,7 @@ class _Target:
     def __init__(self, V: np.ndarray, F: np.ndarray):
         self.V, self.F = V, F
         self.tree = cKDTree(V)
-        self.normals = _vertex_normals(V, F)
+        self.normals = vertex_normals(V, F, dtype=np.float64)
         edges, counts = _unique_edges(F)
         border = edges[counts == 1]
         n = V.shape[0]
@@ -493,7 +473,7 @@ def nicp(source_mesh, target_mesh, source_landmarks=None, target_landmarks=None,
     once in a minimum-degree order (of the mesh graph, expanded to 4 x 4 blocks),
     so that a sparse LU with diagonal pivots (SuperLU in symmetric mode; for a
     symmetric positive definite matrix that is a Cholesky factorization, up to a
-    diagonal scaling) has little fill: about 40 ms for the SFM on one CPU core.
+    diagonal scaling) has little fill (``benchmarks/bench_nicp.py`` times it).
     At the first round of a stiffness step ``K`` is factorized and solved
     directly; in the following rounds only a few weights change, so the step's
     factor is used as the preconditioner of a conjugate-gradient solve (three
@@ -518,8 +498,8 @@ def nicp(source_mesh, target_mesh, source_landmarks=None, target_landmarks=None,
     import time
 
     t_start = time.perf_counter()
-    V0, F0 = _as_mesh(source_mesh, "source_mesh")
-    TV, TF = _as_mesh(target_mesh, "target_mesh")
+    V0, F0 = checks.mesh(source_mesh, "source_mesh")
+    TV, TF = checks.mesh(target_mesh, "target_mesh")
     lm_idx, lm_pts = _landmarks(source_landmarks, target_landmarks, V0.shape[0])
     alphas = _schedule(stiffness, "stiffness")
     if np.any(alphas <= 0):
@@ -589,7 +569,7 @@ def nicp(source_mesh, target_mesh, source_landmarks=None, target_landmarks=None,
         lu = None
         for k in range(int(max_iter_per_step)):
             q, dist, tn, border = target.closest(Y)
-            sn = _vertex_normals(Y, Fs)
+            sn = vertex_normals(Y, Fs, dtype=np.float64)
             cos = (sn * tn).sum(1)
             if flip is None:  # the target's winding, decided once from the first matches
                 near = dist <= d_max
@@ -622,14 +602,14 @@ def nicp(source_mesh, target_mesh, source_landmarks=None, target_landmarks=None,
                 break
         if record:
             md = float(dist[w].mean() * scale) if w.any() else float("nan")
-            steps.append(NICPStep(alpha=float(alpha), beta=float(beta), iterations=k + 1,
-                                  vertices=to_output(Y), matched=float(w.mean()), mean_distance=md))
+            steps.append(NICPStep(stiffness=float(alpha), landmark_weight=float(beta), iterations=k + 1,
+                                  vertices=to_output(Y), matched_fraction=float(w.mean()), mean_distance=md))
 
     out = to_output(Y)
     if not record:
         return out
-    weights = np.empty(n, dtype=bool)
-    weights[order] = w
-    return NICPResult(vertices=out, steps=steps, initial=V_init.astype(np.float32), weights=weights,
+    matched = np.empty(n, dtype=bool)
+    matched[order] = w
+    return NICPResult(vertices=out, steps=steps, initial=V_init.astype(np.float32), matched=matched,
                       flipped_target_normals=bool(flip), n_factorizations=n_fact, n_solves=n_solve,
                       seconds=time.perf_counter() - t_start)
