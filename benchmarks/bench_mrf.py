@@ -1,15 +1,12 @@
 """The learnable MRF prior (paper III-B-2..4, Fig. 3): speed of the batched networks, accuracy, design choices.
 
-Data: the ``lite`` dataset of :mod:`dualface_lite.data` (240 training / 90 test
-subjects, 3 conditions; built with ``data.build_dataset`` if it is missing):
-``s0`` the landmark-fit templates with their colours, ``s_hat`` the NICP ground
-truth the prior is trained on (as in the paper), ``true`` the synthetic surface
-the paper could not know. If ``dualface_lite.data`` is not importable, the
-benchmark generates its own subjects (``synth.make_subject`` +
-``fitting.fit_landmarks``, 80 + 30 per condition), trains on the true surface
-and has no S_hat column; the output says which.
+Data: the ``lite`` dataset of :mod:`dualface_lite.data` (``--size paper`` for the
+paper's; built with ``data.build_dataset`` if it is missing): ``s0`` the
+landmark-fit templates with their colours, ``s_hat`` the NICP ground truth the
+prior is trained on (as in the paper), ``true`` the synthetic surface the paper
+could not know.
 
-Measured (one run, CPU, the torch thread count as found, usually 2 here):
+Measured (one run, CPU, ``--threads`` torch threads, default: all cores):
 
 1. **Speed.** Time to train all N = 3448 networks together (batched tensors,
    ``MRFPrior.fit``; the training loop only, features precomputed) against the
@@ -17,113 +14,83 @@ Measured (one run, CPU, the torch thread count as found, usually 2 here):
    initial weights, minibatches, number of epochs, per-epoch validation and
    best-epoch snapshot, for ``--loop-vertices`` vertices, extrapolated to all N
    (the loop over all 3448 would take many minutes). Two loops: "lean" (raw
-   tensors, ``torch.addmm`` and the same fused AdamW as the batched code -- it
-   must reproduce the batched networks, and the benchmark checks that it does)
-   and "naive" (``nn.Sequential(Linear, ReLU, Linear)`` + ``torch.optim.AdamW``
-   with its defaults + ``F.mse_loss``, as one would first write it).
+   tensors, ``torch.addmm`` and the same fused AdamW as the batched code,
+   ``mrf.adamw`` -- it must reproduce the batched networks, and the benchmark
+   checks that it does) and "naive" (``nn.Sequential(Linear, ReLU, Linear)`` +
+   ``torch.optim.AdamW`` with its defaults + ``F.mse_loss``, as one would first
+   write it). Also the median time of one training step (``mrf.train_step``) of
+   all N networks and of one network alone.
 2. **Accuracy.** Mean vertex error (mm, after rigid alignment,
-   ``metrics.mean_vertex_error``) on the test set, per condition, against
+   ``metrics.mean_vertex_errors``) on the test set, per condition, against
    S_hat and against the true surface: S0 (GC), S0 + the networks' output
-   bias alone (the mean offset of the training faces: what the prior gives
-   without looking at its inputs), the MRF prior with xyz + rgb features
-   (MRFGC) and with xyz only.
+   bias alone (``MRFPrior.offset_mean_``, the mean offset of the training
+   faces: what the prior gives without looking at its inputs), the MRF prior
+   with xyz + rgb features (MRFGC) and with xyz only.
 3. **Design choices** (``--no-ablations`` skips them): ``color_scale`` chosen
    on the validation split (the kept networks' validation error, never the
    test set), then one change at a time from the default: the paper's K-NN per
    template, absolute positions, per-column normalisation (cancels delta),
    targets not rigidly aligned, one early-stopping epoch for all networks,
-   K = 5 and 20.
-
+   K = 5 and 20, 10 hidden units.
 4. **Fig. 3** (``--sweeps``): K in {3, 5, 9, 15, 20, 25, 30} at 50 hidden units and
    the hidden units in {5, 10, 25, 50, 100} at K = 10, full training (chapter 4
-   runs them with a shortened one).
+   runs three values of each with a shortened one).
 
 Usage: ``python benchmarks/bench_mrf.py [--loop-vertices 6] [--no-ablations] [--quick] [--sweeps]
-[--size lite|paper]``.
-Writes ``benchmarks/results/mrf.json``.
+[--size lite|paper] [--threads N] [--out PATH]``. Writes ``benchmarks/results/mrf.json``.
 """
 from __future__ import annotations
 
-import argparse
 import copy
-import json
 import os
-import platform
-import sys
 import time
-from pathlib import Path
 
-import numpy as np
-import torch
+import _common
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+THREADS = str(os.cpu_count() or 1)
+if __name__ == "__main__":  # before numpy and torch load their thread pools
+    _common.pin_threads(THREADS)
 
-import dualface_lite as df  # noqa: E402
-from dualface_lite import metrics  # noqa: E402
-from dualface_lite.mrf import MRFGC, MRFPrior, _adamw  # noqa: E402
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
 
-OUT = Path(__file__).resolve().parent / "results" / "mrf.json"
+from dualface_lite import data, metrics  # noqa: E402
+from dualface_lite.mrf import MRFGC, MRFPrior, VertexNetworks, adamw, knn_fixed, train_step  # noqa: E402
 
 
 # ----------------------------------------------------------------------------- data
-def load_data(quick: bool, size: str = "lite"):
-    try:
-        from dualface_lite import data
-    except ImportError:
-        data = None
-    if data is not None:
-        cfg = data.DatasetConfig.preset(size)
-        try:
-            tr, te = data.load_split(cfg, "train"), data.load_split(cfg, "test")
-        except FileNotFoundError:
-            print(f"building the {size} dataset (data.build_dataset) ...", flush=True)
-            data.build_dataset(cfg)
-            tr, te = data.load_split(cfg, "train"), data.load_split(cfg, "test")
-        names = list(tr.condition_names)
-        split = lambda d: dict(s0=d.s0, colors=d.colors, s_hat=d.s_hat, true=d.true,  # noqa: E731
-                               cond=np.asarray(d.condition, int))
-        return split(tr), split(te), names, f"{size} dataset (dualface_lite.data, {tr.folder.name}); targets S_hat"
-    from dualface_lite import fitting, synth
-
-    m = df.load_model()
-
-    def make(base, per):
-        out = {k: [] for k in ("s0", "colors", "true", "cond")}
-        for k in range(per * 3):
-            c = synth.CONDITIONS[k % 3]
-            s = synth.make_subject(base + k, c, model=m, with_scan=False)
-            f = fitting.fit_landmarks(m, s.landmarks, image=s.image)
-            for key, v in (("s0", f.vertices), ("colors", f.colors), ("true", s.vertices), ("cond", k % 3)):
-                out[key].append(v)
-        d = {k: np.asarray(v) for k, v in out.items()}
-        d["s_hat"] = None
-        return d
-
-    per = (20, 10) if quick else (80, 30)
-    return (make(200_000, per[0]), make(300_000, per[1]), list(synth.CONDITIONS),
-            "generated here (synth.make_subject + fit_landmarks; dualface_lite.data not available); targets: true surface")
+def load_data(size: str = "lite"):
+    """(train, test, condition names, source line) of the ``size`` dataset, built if missing."""
+    cfg = data.DatasetConfig.preset(size)
+    folder = data.build_dataset(cfg, progress=True)      # served from the cache when it is there
+    tr, te = data.load_split(cfg, "train"), data.load_split(cfg, "test")
+    split = lambda d: dict(s0=d.s0, colors=d.colors, s_hat=d.s_hat, true=d.true,  # noqa: E731
+                           cond=np.asarray(d.condition, int))
+    return split(tr), split(te), list(tr.condition_names), f"{size} dataset ({folder.name}); targets S_hat"
 
 
 def errors(P, d, names):
-    """{"s_hat"/"true": {"all": mm, condition: mm}} mean vertex error after rigid alignment."""
-    out = {}
-    for ref in ("s_hat", "true"):
-        if d[ref] is None:
-            continue
-        e = np.array([metrics.mean_vertex_error(p, g) for p, g in zip(P, d[ref])])
-        out[ref] = {"all": float(e.mean()), **{n: float(e[d["cond"] == i].mean()) for i, n in enumerate(names)}}
-    return out
+    """{"s_hat"/"true": {condition: mm, ..., "all": mm}}: mean vertex error after rigid alignment."""
+    return {ref: metrics.per_condition(metrics.mean_vertex_errors(P, d[ref]), d["cond"], names)
+            for ref in ("s_hat", "true")}
+
+
+def per_face(P, d):
+    """{"s_hat"/"true": (M,) mean vertex errors}, for the printed tables."""
+    return {ref: metrics.mean_vertex_errors(P, d[ref]) for ref in ("s_hat", "true")}
 
 
 # ----------------------------------------------------------------------------- the per-vertex loops
-def loop_reference(cfg: dict, tr: dict, target: str, vertices, epochs: int, naive: bool):
+def loop_reference(cfg: dict, tr: dict, vertices, epochs: int, naive: bool):
     """Train the networks of ``vertices`` one at a time, exactly as the batched code does
     (same features, initial weights, minibatch order, epochs, validation and snapshots).
-    Returns (seconds per vertex, {vertex: best (W1, b1, W2, b2)})."""
+    Returns (seconds per vertex, {vertex: best (W1, b1, W2, b2)}, the features X (N, M, D))."""
     p = MRFPrior(**cfg)
-    X, Yn, tr_rows, va_rows, gen = p._prepare(tr["s0"], tr["colors"], tr[target])
-    init = p._init_weights(X.shape[0], gen)                         # the same draws as MRFPrior._train
-    orders = [tr_rows[torch.randperm(len(tr_rows), generator=gen)] for _ in range(epochs)]
+    ts = p.prepare(tr["s0"], tr["colors"], tr["s_hat"])
+    X, Yn, tr_rows, va_rows = ts.X, ts.Y, ts.train_rows, ts.val_rows
+    init = VertexNetworks.init(X.shape[0], p.n_inputs, p.hidden, generator=ts.generator,
+                               activation=p.activation, requires_grad=False).parameters()   # as MRFPrior.fit
+    orders = [tr_rows[torch.randperm(len(tr_rows), generator=ts.generator)] for _ in range(epochs)]
     act = torch.relu if p.activation == "relu" else torch.tanh
     times, best = [], {}
     for n in vertices:
@@ -153,7 +120,7 @@ def loop_reference(cfg: dict, tr: dict, target: str, vertices, epochs: int, naiv
         else:
             params = [init[i][n].clone().requires_grad_(True) for i in range(4)]
             W1, b1, W2, b2 = params
-            opt = _adamw(params, p.lr, p.weight_decay)
+            opt = adamw(params, p.lr, p.weight_decay)
             bv, keep = torch.tensor(float("inf")), [q.detach().clone() for q in params]
             for order in orders:
                 for rows in order.split(p.batch_size):
@@ -176,37 +143,51 @@ def loop_reference(cfg: dict, tr: dict, target: str, vertices, epochs: int, naiv
 
 def offsets_mm(prior: MRFPrior, X, n, W):
     """Vertex ``n``'s offsets (M, 3) in mm from its features ``X[n]`` and weights ``W``."""
-    s = prior._state
     act = torch.relu if prior.activation == "relu" else torch.tanh
     with torch.no_grad():
-        o = torch.addmm(W[3], act(torch.addmm(W[1], X[n], W[0])), W[2])
-        return (o * s["y_std"][n] + s["y_mean"][n]).numpy()
+        o = torch.addmm(W[3], act(torch.addmm(W[1], X[n], W[0])), W[2]).numpy()
+    return o * prior.offset_scale_[n] + prior.offset_mean_[n]
+
+
+def step_times(prior: MRFPrior, batch: int, repeats: int = 10):
+    """Median ms of one ``train_step`` of all N networks and of one network alone, on random
+    features of ``batch`` faces (the arithmetic does not depend on the values)."""
+    g = torch.Generator().manual_seed(0)
+    N, D, H = prior.n_vertices, prior.n_inputs, prior.hidden
+    out = {}
+    for label, n in (("all_networks_ms", N), ("one_network_ms", 1)):
+        nets = VertexNetworks.init(n, D, H, generator=g)
+        opt = adamw(nets.parameters(), prior.lr, prior.weight_decay)
+        X, Y = torch.randn(n, batch, D, generator=g), torch.randn(n, batch, 3, generator=g)
+        out[label] = _common.median_ms(lambda: train_step(nets, opt, X, Y), repeats=repeats if n > 1 else 200)
+    out["loop_over_vertices_ms"] = out["one_network_ms"] * N
+    out["ratio"] = out["loop_over_vertices_ms"] / out["all_networks_ms"]
+    return out
 
 
 # ----------------------------------------------------------------------------- main
-def fmt_row(name, e, names, extra=""):
-    cells = []
-    for ref in ("s_hat", "true"):
-        if ref in e:
-            cells.append("  ".join(f"{e[ref][k]:6.3f}" for k in ["all", *names]))
-    return f"{name[:40]:<40s} | " + " | ".join(cells) + (f" | {extra}" if extra else "")
+def print_tables(rows: dict, te: dict, names):
+    """One per-condition table per reference (``metrics.condition_table``)."""
+    for ref, title in (("s_hat", "against S_hat"), ("true", "against the true surface")):
+        print(metrics.condition_table({k: v[ref] for k, v in rows.items()}, te["cond"], names,
+                                      label=title, digits=3, width=12))
+        print()
 
 
 def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap = _common.parser(__doc__, "mrf", threads=THREADS)
     ap.add_argument("--loop-vertices", type=int, default=6, help="vertices timed in the per-vertex loops")
     ap.add_argument("--no-ablations", action="store_true", help="skip the design-choice fits")
     ap.add_argument("--quick", action="store_true", help="fewer epochs and no ablations (a smoke run)")
     ap.add_argument("--sweeps", action="store_true",
                     help="also run the Fig. 3 sweeps (K at 50 hidden units, hidden units at K = 10), full training")
-    ap.add_argument("--size", choices=("lite", "paper"), default="lite",
+    ap.add_argument("--size", choices=data.SIZES, default="lite",
                     help="dataset preset (paper: 2800 / 500 faces, built on first use; much longer)")
-    ap.add_argument("--out", type=Path, default=OUT)
     args = ap.parse_args(argv)
+    torch.set_num_threads(int(args.threads))
 
     t_all = time.perf_counter()
-    tr, te, names, source = load_data(args.quick, args.size)
-    target = "s_hat" if tr["s_hat"] is not None else "true"
+    tr, te, names, source = load_data(args.size)
     M, N = tr["s0"].shape[:2]
     print(f"data: {source}\n  train {M} faces, test {len(te['s0'])}, N = {N} vertices; "
           f"torch {torch.__version__}, {torch.get_num_threads()} threads\n", flush=True)
@@ -214,42 +195,41 @@ def main(argv=None):
     if args.quick:
         base.update(max_epochs=15, patience=5)
 
-    results = {"source": source, "target": target, "n_train": int(M), "n_test": int(len(te["s0"])),
-               "n_vertices": int(N), "conditions": names, "torch": torch.__version__,
-               "threads": torch.get_num_threads(), "cpu": platform.processor() or platform.machine(),
-               "loadavg_start": os.getloadavg()[0]}
+    results = {"source": source, "target": "s_hat", "n_train": int(M), "n_test": int(len(te["s0"])),
+               "n_vertices": int(N), "conditions": names, "quick": bool(args.quick),
+               "machine": _common.machine_info()}
 
     # ---- the two priors of the chapter
     fits = {}
     for label, kw in (("xyz+rgb", {}), ("xyz", dict(use_color=False))):
-        p = MRFPrior(**base, **kw).fit(tr["s0"], tr["colors"], tr[target])
+        p = MRFPrior(**base, **kw).fit(tr["s0"], tr["colors"], tr["s_hat"])
         fits[label] = p
-        print(f"fit MRF {label:8s}: {p.fit_seconds_:6.1f} s in all, training loop {p.history_['seconds'][-1]:6.1f} s, "
-              f"{len(p.history_['val_mm2'])} epochs, best epochs median {int(np.median(p.best_epoch_))}", flush=True)
+        print(f"fit MRF {label:8s}: {p.fit_seconds_:6.1f} s in all, training loop "
+              f"{p.history_['seconds'][-1]:6.1f} s, {len(p.history_['val_mm2'])} epochs, "
+              f"best epochs median {int(np.median(p.best_epoch_))}", flush=True)
     prior = fits["xyz+rgb"]
 
     # ---- accuracy
-    rows = {}
-    rows["S0 (GC, landmark fit)"] = errors(te["s0"], te, names)
-    bias = prior._state["y_mean"].numpy()            # what the networks output for any input when their
-    rows["S0 + mean offset (bias only)"] = errors(te["s0"] + bias[None], te, names)   # weights are 0
-    rows["MRFGC: MRF xyz+rgb (default)"] = errors(MRFGC(prior)(te["s0"], te["colors"]), te, names)
-    rows["MRF xyz only"] = errors(fits["xyz"].predict(te["s0"]), te, names)
+    preds = {"S0 (GC, landmark fit)": te["s0"],
+             "S0 + mean offset (bias only)": te["s0"] + prior.offset_mean_[None],
+             "MRFGC: MRF xyz+rgb (default)": MRFGC(prior)(te["s0"], te["colors"]),
+             "MRF xyz only": fits["xyz"].predict(te["s0"])}
+    rows = {name: errors(P, te, names) for name, P in preds.items()}
     results["errors"] = rows
-    hdr = "  ".join(f"{k[:6]:>6s}" for k in ["all", *names])
-    refs = [r for r in ("s_hat", "true") if r in rows["S0 (GC, landmark fit)"]]
     print("\nmean vertex error on the test set (mm, after rigid alignment)")
-    print(f"{'':<40s} | " + " | ".join(f"vs {r}: {hdr}" for r in refs))
-    for name, e in rows.items():
-        print(fmt_row(name, e, names))
+    print_tables({name: per_face(P, te) for name, P in preds.items()}, te, names)
     s0 = rows["S0 (GC, landmark fit)"]
     gains = {}
     for name in list(rows)[1:]:
-        gains[name] = {r: 1 - rows[name][r]["all"] / s0[r]["all"] for r in refs}
-        print(f"  {name:<32s} vs S0: " + ", ".join(f"{100 * g:+.1f}% ({r})" for r, g in gains[name].items()))
+        gains[name] = {r: 1 - rows[name][r]["all"] / s0[r]["all"] for r in ("s_hat", "true")}
+        print(f"  {name:<30s} vs S0: " + ", ".join(f"{100 * g:+.1f}% ({r})" for r, g in gains[name].items()))
     results["gain_vs_s0"] = gains
-    results["colour_gain_vs_xyz"] = {r: 1 - rows["MRFGC: MRF xyz+rgb (default)"][r]["all"] / rows["MRF xyz only"][r]["all"]
-                                     for r in refs}
+    results["gain_vs_mean_offset"] = {
+        r: 1 - rows["MRFGC: MRF xyz+rgb (default)"][r]["all"] / rows["S0 + mean offset (bias only)"][r]["all"]
+        for r in ("s_hat", "true")}
+    results["colour_gain_vs_xyz"] = {
+        r: 1 - rows["MRFGC: MRF xyz+rgb (default)"][r]["all"] / rows["MRF xyz only"][r]["all"]
+        for r in ("s_hat", "true")}
 
     # ---- speed: batched vs one vertex at a time
     epochs = len(prior.history_["val_mm2"])
@@ -260,48 +240,53 @@ def main(argv=None):
              "loop_vertices": verts, "loadavg_before_loops": os.getloadavg()[0]}
     for naive in (False, True):
         key = "naive" if naive else "lean"
-        per_vertex, best, X = loop_reference(cfg, tr, target, verts, epochs, naive)
+        per_vertex, best, X = loop_reference(cfg, tr, verts, epochs, naive)
         est = per_vertex * N
         speed[key] = {"seconds_per_vertex": per_vertex, "extrapolated_all_s": est, "ratio": est / t_batched}
         if not naive:   # the loop must reproduce the batched networks of these vertices
-            s = prior._state
+            nets = prior.networks_
             diff = max(float(np.abs(offsets_mm(prior, X, n, best[n]) -
-                                    offsets_mm(prior, X, n, (s["W1"][n], s["b1"][n], s["W2"][n], s["b2"][n]))).max())
+                                    offsets_mm(prior, X, n, [q[n] for q in nets.parameters()])).max())
                        for n in verts)
             speed[key]["max_offset_difference_mm"] = diff
+    speed["step"] = step_times(prior, prior.batch_size)
     speed["loadavg_after_loops"] = os.getloadavg()[0]
     results["speed"] = speed
     print(f"\ntraining all {N} networks ({epochs} epochs, {M} faces):")
     print(f"  batched (MRFPrior.fit, training loop)      {t_batched:8.1f} s")
-    for key, label in (("lean", "lean loop (addmm + fused AdamW)"), ("naive", "naive loop (nn.Sequential + AdamW)")):
+    for key, label in (("lean", "lean loop (addmm + fused AdamW)"),
+                       ("naive", "naive loop (nn.Sequential + AdamW)")):
         sp = speed[key]
-        print(f"  {label:<38s}   {sp['extrapolated_all_s']:8.1f} s  (extrapolated from {len(verts)} vertices, "
+        print(f"  {label:<38s}   {sp['extrapolated_all_s']:8.1f} s  (from {len(verts)} vertices, "
               f"{sp['seconds_per_vertex'] * 1e3:.0f} ms each)   batched is {sp['ratio']:.0f}x faster")
     print(f"  the lean loop reproduces the batched networks to {speed['lean']['max_offset_difference_mm']:.2e} mm")
-    busy = max(results["loadavg_start"], speed["loadavg_before_loops"], speed["loadavg_after_loops"])
+    st = speed["step"]
+    print(f"  one train_step of {prior.batch_size} faces: all networks {st['all_networks_ms']:.1f} ms, "
+          f"one network {st['one_network_ms']:.3f} ms (x {N}: {st['loop_over_vertices_ms']:.0f} ms, "
+          f"{st['ratio']:.0f}x)")
+    busy = max(results["machine"]["load_average"][0], speed["loadavg_before_loops"], speed["loadavg_after_loops"])
     if busy > (os.cpu_count() or 1):
-        print(f"  note: load average up to {busy:.1f} on {os.cpu_count()} cores -- other processes shared the CPU, "
-              f"so these times (and the ratios) are noisy")
+        print(f"  note: load average up to {busy:.1f} on {os.cpu_count()} cores -- other processes shared "
+              f"the CPU, so these times (and the ratios) are noisy")
 
     # ---- design choices
     if not (args.no_ablations or args.quick):
         val_key = "best_val_mm2"
         sweep = {}
         for cs in (0.0, 5.0, 20.0, 60.0, 200.0):
-            p = prior if cs == prior.color_scale else MRFPrior(**base, color_scale=cs).fit(tr["s0"], tr["colors"], tr[target])
-            sweep[cs] = {"val_mm2": p.history_[val_key][-1], "test": errors(p.predict(te["s0"], te["colors"]), te, names),
-                         "fit_s": p.fit_seconds_}
+            p = prior if cs == prior.color_scale else \
+                MRFPrior(**base, color_scale=cs).fit(tr["s0"], tr["colors"], tr["s_hat"])
+            sweep[cs] = {"val_mm2": p.history_[val_key][-1],
+                         "test": errors(p.predict(te["s0"], te["colors"]), te, names), "fit_s": p.fit_seconds_}
             print(f"  color_scale {cs:6.1f}: validation {sweep[cs]['val_mm2']:.4f} mm^2", flush=True)
         chosen = min(sweep, key=lambda c: sweep[c]["val_mm2"])
         results["color_scale_sweep"] = {str(k): v for k, v in sweep.items()}
         results["color_scale_chosen_by_validation"] = chosen
-        nb_changed = None
-        if prior.neighbours_ is not None:
-            xyz_nb = MRFPrior(**base, color_scale=0.0)._neighbour_index(None, None, prior._state["mean_template"].numpy(), None)
-            nb_changed = float(np.mean([set(a) != set(b) for a, b in zip(prior.neighbours_, xyz_nb)]))
-            results["neighbour_sets_changed_by_colour"] = nb_changed
-        print(f"color_scale by validation: {chosen} (default {prior.color_scale}); colour changes the neighbour set "
-              f"of {100 * (nb_changed or 0):.1f}% of the vertices at the default")
+        xyz_nb = knn_fixed(prior.mean_template_, None, k=prior.k)
+        nb_changed = float(np.mean([set(a) != set(b) for a, b in zip(prior.neighbours_, xyz_nb)]))
+        results["neighbour_sets_changed_by_colour"] = nb_changed
+        print(f"color_scale by validation: {chosen} (default {prior.color_scale}); colour changes the "
+              f"neighbour set of {100 * nb_changed:.1f}% of the vertices at the default")
 
         variants = {
             "default": None,
@@ -317,37 +302,42 @@ def main(argv=None):
             "K = 20": dict(k=20),
             "hidden = 10": dict(hidden=10),
         }
-        abl = {}
-        print(f"\ndesign choices, one at a time (test error vs {refs[0]}, all / per condition; validation mm^2)")
+        abl, abl_faces = {}, {}
+        print("\ndesign choices, one at a time (fitting ...)", flush=True)
         for name, kw in variants.items():
-            p = prior if kw is None else MRFPrior(**base, **kw).fit(tr["s0"], tr["colors"], tr[target])
-            e = errors(p.predict(te["s0"], te["colors"]), te, names)
-            abl[name] = {"errors": e, "val_mm2": p.history_[val_key][-1], "fit_s": p.fit_seconds_,
-                         "epochs": len(p.history_["val_mm2"])}
-            print(fmt_row(name, {refs[0]: e[refs[0]]}, names,
-                          f"val {abl[name]['val_mm2']:.3f}  fit {p.fit_seconds_:5.1f} s"), flush=True)
+            p = prior if kw is None else MRFPrior(**base, **kw).fit(tr["s0"], tr["colors"], tr["s_hat"])
+            P = p.predict(te["s0"], te["colors"])
+            abl[name] = {"errors": errors(P, te, names), "val_mm2": p.history_[val_key][-1],
+                         "fit_s": p.fit_seconds_, "epochs": len(p.history_["val_mm2"])}
+            abl_faces[name[:40]] = metrics.mean_vertex_errors(P, te["s_hat"])
+            print(f"  {name[:60]:<60s} val {abl[name]['val_mm2']:.3f} mm^2, fit {p.fit_seconds_:5.1f} s", flush=True)
+        print(metrics.condition_table(abl_faces, te["cond"], names, label="test error vs S_hat", digits=3))
         results["ablations"] = abl
 
-    # ---- Fig. 3: K and the hidden units (the book runs these with a shortened training)
+    # ---- Fig. 3: K and the hidden units (the book runs a few of these with a shortened training)
     if args.sweeps:
         fig3 = {"K": {}, "hidden": {}}
-        print(f"\nFig. 3 sweeps (test error vs {refs[0]}, all / per condition)")
+        print("\nFig. 3 sweeps (test error vs S_hat)")
         for axis, values, make in (("K", (3, 5, 9, 15, 20, 25, 30), lambda v: dict(k=v, hidden=50)),
                                    ("hidden", (5, 10, 25, 50, 100), lambda v: dict(k=10, hidden=v))):
+            faces = {}
             for v in values:
-                p = MRFPrior(**base, **make(v)).fit(tr["s0"], tr["colors"], tr[target])
-                e = errors(p.predict(te["s0"], te["colors"]), te, names)
-                fig3[axis][str(v)] = {"errors": e, "fit_s": p.fit_seconds_, "epochs": len(p.history_["val_mm2"])}
-                print(fmt_row(f"{axis} = {v}", {refs[0]: e[refs[0]]}, names, f"fit {p.fit_seconds_:5.1f} s"), flush=True)
-            vals = [fig3[axis][str(v)]["errors"][refs[0]]["all"] for v in values]
-            print(f"  over {axis}: largest gap {max(vals) - min(vals):.3f} mm")
+                p = MRFPrior(**base, **make(v)).fit(tr["s0"], tr["colors"], tr["s_hat"])
+                P = p.predict(te["s0"], te["colors"])
+                fig3[axis][str(v)] = {"errors": errors(P, te, names), "fit_s": p.fit_seconds_,
+                                      "epochs": len(p.history_["val_mm2"])}
+                faces[f"{axis} = {v}"] = metrics.mean_vertex_errors(P, te["s_hat"])
+                print(f"  {axis} = {v}: fit {p.fit_seconds_:5.1f} s", flush=True)
+            print(metrics.condition_table(faces, te["cond"], names, label=f"over {axis}", digits=3))
+            vals = [fig3[axis][str(v)]["errors"]["s_hat"]["all"] for v in values]
+            print(f"  over {axis}: largest gap {max(vals) - min(vals):.3f} mm\n")
         results["fig3"] = fig3
 
     results["seconds_total"] = time.perf_counter() - t_all
-    results["loadavg_end"] = os.getloadavg()[0]
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(results, indent=1))
-    print(f"\nwrote {args.out} ({results['seconds_total']:.0f} s)")
+    results["load_average_end"] = list(os.getloadavg())
+    _common.write_results(args.out, results)
+    print(f"({results['seconds_total']:.0f} s)")
+    return results
 
 
 if __name__ == "__main__":
