@@ -30,6 +30,9 @@ node_modules/.installed: package.json package-lock.json
 book: env model assets
 	$(BIN)/jupyter-book build . --builder html
 
+# The chapter checks (tests/test_notebooks.py) read the executed chapters from the book build's
+# jupyter-cache (_build/.jupyter_cache): no chapter runs twice; one runs again only when its
+# code changed since the build.  PYTEST_ARGS="-m 'not browser'" skips chromium.
 test: book
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 

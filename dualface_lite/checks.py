@@ -13,8 +13,13 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["numeric", "points", "point_batches", "triangles", "mesh", "landmarks", "number", "rgb_image",
+__all__ = ["DualfaceWarning", "numeric", "points", "point_batches", "triangles", "mesh", "landmarks", "number", "rgb_image",
            "colors01", "same_shape", "LANDMARK_MARGIN_PX"]
+
+class DualfaceWarning(UserWarning):
+    """The kit's own warnings (e.g. a cached dataset served although the code that makes it
+    changed). The test suite turns them into errors."""
+
 
 #: landmarks may lie this far (px) outside the image's outer pixel edges
 #: ``[-0.5, W - 0.5] x [-0.5, H - 0.5]`` (a detector's jaw points can touch the border)

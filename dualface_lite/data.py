@@ -44,6 +44,7 @@ from pathlib import Path
 import numpy as np
 
 from . import paths
+from .checks import DualfaceWarning
 from .fitting import DEFAULT_LAM, DEFAULT_SIGMA_L, fit_landmarks
 from .groundtruth import (DEFAULT_LANDMARK_MAX_RESIDUAL, DEFAULT_REJECT_DISTANCE, ground_truth,
                           scan_landmark_ids)
@@ -491,7 +492,8 @@ def build_dataset(config="lite", root=None, workers: int | None = None, progress
         if man.get("model_fingerprint") == model_fp:
             if man.get("code_fingerprint") != _code_fingerprint():
                 warnings.warn(f"the code that makes the dataset changed since {folder.name} was built; "
-                              f"serving the cached build (pass force=True, or --force, to rebuild)", stacklevel=2)
+                              f"serving the cached build (pass force=True, or --force, to rebuild)",
+                              DualfaceWarning, stacklevel=2)
             return folder
 
     folder.parent.mkdir(parents=True, exist_ok=True)

@@ -538,6 +538,8 @@ def train_networks(networks: VertexNetworks, X: torch.Tensor, Y: torch.Tensor, t
         else:
             stale += 1
         if stale >= patience:
+            bar.reset(total=epoch + 1)   # stopped early: the bar ends full, not as an interrupted run
+            bar.update(epoch + 1)
             break
     bar.close()
     return best, best_epoch, history

@@ -20,9 +20,16 @@ Two things live here:
   (``Mesh3d``), grey and shaded, with per-vertex colours, or as a heat map of a per-vertex
   scalar (e.g. the per-vertex error of the paper's eq. (7) / Fig. 6), optionally with landmark
   points.  The camera looks at the face from +z with y up (the kit's camera convention).
+
+* :func:`add_steps` -- a slider or a dropdown menu that switches a figure between states with a
+  plotly ``"restyle"`` (new vertex positions, a new colour map, ...).  It runs in the browser
+  alone, so it works in the static book as well as in JupyterLab (no kernel needed), unlike an
+  ipywidgets control.  :func:`mesh_steps_figure` is the common case: one mesh, several vertex
+  sets (and per-vertex values) to step through, on one shared colour scale.
 """
 from __future__ import annotations
 
+import base64
 from typing import Any, Sequence
 
 import numpy as np
@@ -30,7 +37,16 @@ import plotly.graph_objects as go
 import plotly.io as pio
 from plotly.io._base_renderers import MimetypeRenderer, PlotlyRenderer
 
-__all__ = ["RENDERER_NAME", "DualfaceRenderer", "use_plotly_renderer", "mesh_figure"]
+from . import checks
+
+__all__ = [
+    "RENDERER_NAME",
+    "DualfaceRenderer",
+    "use_plotly_renderer",
+    "mesh_figure",
+    "add_steps",
+    "mesh_steps_figure",
+]
 
 #: Name under which :func:`use_plotly_renderer` registers the renderer in ``plotly.io.renderers``.
 RENDERER_NAME = "dualface"
@@ -100,60 +116,17 @@ def use_plotly_renderer(config: dict[str, Any] | None = None) -> None:
 
 # --------------------------------------------------------------------------- validation
 def _points(name: str, a: Any, n: int | None = None) -> np.ndarray:
-    arr = np.asarray(a)
-    if arr.dtype == object or not np.issubdtype(arr.dtype, np.number):
-        raise ValueError(f"{name} must be a numeric array of shape (N, 3), got dtype {arr.dtype}")
-    if arr.ndim != 2 or arr.shape[1] != 3:
-        raise ValueError(f"{name} must have shape (N, 3), got {arr.shape}")
-    if n is not None and arr.shape[0] != n:
-        raise ValueError(f"{name} must have one row per vertex ({n}), got {arr.shape[0]} rows")
-    arr = arr.astype(np.float64 if arr.dtype == np.float64 else np.float32, copy=False)
-    if not np.all(np.isfinite(arr)):
-        bad = int(np.count_nonzero(~np.isfinite(arr).all(axis=1)))
-        raise ValueError(f"{name} contains NaN or infinite values ({bad} row(s))")
-    return arr
+    """(N, 3) finite points (:func:`dualface_lite.checks.points`), float32 unless given as float64."""
+    arr = checks.points(a, name, n=n, dtype=np.float64)
+    return arr if np.asarray(a).dtype == np.float64 else arr.astype(np.float32)
 
 
 def _triangles(triangles: Any, n_vertices: int) -> np.ndarray:
-    tri = np.asarray(triangles)
-    if tri.ndim != 2 or tri.shape[1] != 3:
-        raise ValueError(f"triangles must have shape (T, 3), got {tri.shape}")
-    if tri.shape[0] == 0:
-        raise ValueError("triangles is empty: a mesh needs at least one triangle")
-    if not np.issubdtype(tri.dtype, np.integer):
-        if np.issubdtype(tri.dtype, np.floating) and np.all(np.isfinite(tri)) and np.all(tri == np.round(tri)):
-            tri = tri.astype(np.int64)
-        else:
-            raise ValueError(f"triangles must hold integer vertex indices, got dtype {tri.dtype}")
-    lo, hi = int(tri.min()), int(tri.max())
-    if lo < 0 or hi >= n_vertices:
-        raise ValueError(
-            f"triangles index vertices 0..{n_vertices - 1}, but contains indices in [{lo}, {hi}]"
-        )
-    return tri.astype(np.int32, copy=False)
+    return checks.triangles(triangles, n_vertices).astype(np.int32)
 
 
 def _vertex_colors(colors: Any, n: int) -> list[str]:
-    c = np.asarray(colors)
-    if c.ndim != 2 or c.shape != (n, 3):
-        raise ValueError(f"colors must have shape ({n}, 3) (one RGB per vertex), got {c.shape}")
-    if c.dtype == np.uint8:
-        rgb = c.astype(np.int64)
-    elif np.issubdtype(c.dtype, np.floating):
-        if not np.all(np.isfinite(c)):
-            raise ValueError("colors contains NaN or infinite values")
-        if c.min() < 0.0 or c.max() > 1.0:
-            raise ValueError(
-                f"float colors must lie in [0, 1], got range [{c.min():.3g}, {c.max():.3g}] "
-                "(pass uint8 for 0..255 values)"
-            )
-        rgb = np.rint(c * 255.0).astype(np.int64)
-    elif np.issubdtype(c.dtype, np.integer):
-        if c.min() < 0 or c.max() > 255:
-            raise ValueError(f"integer colors must lie in 0..255, got range [{c.min()}, {c.max()}]")
-        rgb = c.astype(np.int64)
-    else:
-        raise ValueError(f"colors must be uint8 (0..255) or float (0..1), got dtype {c.dtype}")
+    rgb = np.rint(checks.colors01(colors, n) * 255.0).astype(np.int64)
     return [f"rgb({r},{g},{b})" for r, g, b in rgb]
 
 
@@ -304,3 +277,272 @@ def mesh_figure(
         ),
     )
     return fig
+
+
+# --------------------------------------------------------------------------- steps (slider / menu)
+CONTROLS = ("menu", "slider")
+
+
+def _typed_array(a: np.ndarray) -> dict[str, str]:
+    """A 1-D numeric array as plotly's typed-array spec ``{"dtype", "bdata"}`` (base64).
+
+    plotly.py writes trace data this way already; layout values (slider / menu ``args``) would
+    otherwise become JSON lists of 17-digit floats, several times larger.  plotly.js (2.28+, the
+    book's and JupyterLab's 4.x included) decodes the spec when ``restyle`` sets a data array.
+    """
+    if np.issubdtype(a.dtype, np.floating):
+        a, dtype = a.astype("<f4"), "f4"  # display precision; mesh_figure draws float32 too
+    else:  # integers that fit int32 (checked by the caller)
+        a, dtype = a.astype("<i4"), "i4"
+    return {"dtype": dtype, "bdata": base64.b64encode(np.ascontiguousarray(a).tobytes()).decode("ascii")}
+
+
+#: Numeric arrays at least this long go into slider / menu args as typed arrays; shorter ones
+#: (e.g. an info_array such as ``domain.x``, which plotly.js does not decode) stay JSON lists.
+TYPED_ARRAY_MIN = 16
+
+
+def _restyle_value(value: Any) -> list:
+    """One restyle value, wrapped so that plotly.js applies it whole to every listed trace.
+
+    ``Plotly.restyle(gd, {x: [arr]}, [0, 1])`` gives ``arr`` to traces 0 and 1; without the
+    wrapping list an array would be spread over the traces, one element each.
+    """
+    if isinstance(value, (list, tuple)):
+        value = np.asarray(value) if value and all(
+            isinstance(x, (int, float, np.number)) and not isinstance(x, bool) for x in value
+        ) else list(value)
+    if isinstance(value, np.ndarray):
+        if value.ndim == 1 and value.size >= TYPED_ARRAY_MIN and value.dtype != bool and (
+            np.issubdtype(value.dtype, np.number) and not np.issubdtype(value.dtype, np.complexfloating)
+        ):
+            if np.issubdtype(value.dtype, np.integer) and value.size and not (
+                np.iinfo(np.int32).min <= value.min() and value.max() <= np.iinfo(np.int32).max
+            ):
+                return [value.tolist()]
+            return [_typed_array(value)]
+        return [value.tolist()]
+    if isinstance(value, list):
+        return [value]
+    if isinstance(value, np.generic):
+        value = value.item()
+    return [value]
+
+
+def add_steps(
+    fig,
+    labels: Sequence[str],
+    updates: Sequence[dict[str, Any]],
+    traces: int | Sequence[int] = 0,
+    control: str = "menu",
+    active: int = 0,
+    prefix: str = "",
+):
+    """Add a slider or a dropdown menu to ``fig`` that steps through trace updates.
+
+    Each step applies one plotly ``"restyle"``: ``updates[k]`` maps a trace property (``"x"``,
+    ``"intensity"``, ``"marker.color"``, ...) to its new value (a numpy array, a list or a scalar),
+    set whole on every trace in ``traces``.  Everything is in the figure's JSON, so the control
+    works in the static book (no kernel) as well as in JupyterLab.
+
+    Parameters
+    ----------
+    fig:
+        A ``plotly.graph_objects.Figure``; modified in place (its existing sliders / menus are
+        kept, the new control is appended).
+    labels:
+        One label per step (shown on the slider / as the menu entries).
+    updates:
+        One dict per step, ``{property: new value}``.
+    traces:
+        Index (or list of indices) into ``fig.data`` of the trace(s) to restyle.
+    control:
+        ``"menu"`` (a dropdown) or ``"slider"``.
+    active:
+        Index of the step the figure shows now (the control starts there; ``add_steps`` does
+        not apply it: build ``fig`` in that state).
+    prefix:
+        Text in front of the current value (slider) or of every menu entry, e.g. ``"step: "``.
+
+    Returns
+    -------
+    The same ``fig``.
+
+    Raises
+    ------
+    ValueError
+        Empty or mismatched ``labels`` / ``updates``, an update that is not a non-empty dict, an
+        unknown ``control``, ``active`` out of range, or a trace index out of range.
+    """
+    labels = list(labels)
+    updates = list(updates)
+    if not labels:
+        raise ValueError("labels is empty: a slider or menu needs at least one step")
+    if len(labels) != len(updates):
+        raise ValueError(
+            f"labels and updates must have the same length (one update per step), "
+            f"got {len(labels)} labels and {len(updates)} updates"
+        )
+    for k, u in enumerate(updates):
+        if not isinstance(u, dict) or not u:
+            raise ValueError(
+                f"updates[{k}] must be a non-empty dict {{trace property: new value}}, got {u!r:.80}"
+            )
+        bad = [key for key in u if not isinstance(key, str) or not key]
+        if bad:
+            raise ValueError(f"updates[{k}] has keys that are not property names: {bad!r}")
+    if control not in CONTROLS:
+        raise ValueError(f"control must be one of {CONTROLS}, got {control!r}")
+    if isinstance(active, bool) or not isinstance(active, (int, np.integer)):
+        raise ValueError(f"active must be an integer step index, got {active!r}")
+    if not 0 <= active < len(labels):
+        raise ValueError(f"active must be a step index in 0..{len(labels) - 1}, got {active}")
+    idx = [traces] if isinstance(traces, (int, np.integer)) else list(traces)
+    if not idx or any(isinstance(t, bool) or not isinstance(t, (int, np.integer)) for t in idx):
+        raise ValueError(f"traces must be a trace index or a non-empty list of them, got {traces!r}")
+    n = len(fig.data)
+    out = [int(t) for t in idx if not 0 <= t < n]
+    if out:
+        raise ValueError(
+            f"trace index {out} out of range: the figure has {n} trace(s) (indices 0..{n - 1})"
+        )
+    idx = [int(t) for t in idx]
+
+    def args(u: dict[str, Any]) -> list:
+        return [{key: _restyle_value(val) for key, val in u.items()}, idx]
+
+    if control == "slider":
+        new = dict(
+            active=int(active),
+            currentvalue=dict(prefix=prefix),
+            pad=dict(t=30, b=10),
+            steps=[dict(label=str(lab), method="restyle", args=args(u)) for lab, u in zip(labels, updates)],
+        )
+        fig.update_layout(sliders=list(fig.layout.sliders or ()) + [new])
+    else:
+        new = dict(
+            type="dropdown",
+            active=int(active),
+            direction="down",
+            x=0.0, y=1.0, xanchor="left", yanchor="top",  # top left of the plot, below the title
+            pad=dict(l=4, t=4),
+            buttons=[dict(label=f"{prefix}{lab}", method="restyle", args=args(u))
+                     for lab, u in zip(labels, updates)],
+        )
+        fig.update_layout(updatemenus=list(fig.layout.updatemenus or ()) + [new])
+    return fig
+
+
+def mesh_steps_figure(
+    labels: Sequence[str],
+    vertices: Sequence[Any],
+    triangles: Any,
+    intensities: Sequence[Any] | None = None,
+    *,
+    control: str = "slider",
+    active: int = 0,
+    prefix: str = "",
+    intensity_range: tuple[float, float] | None = None,
+    **mesh_figure_kwargs: Any,
+):
+    """A mesh that steps through several vertex sets (and per-vertex values) with a slider or menu.
+
+    The figure is :func:`mesh_figure` of ``vertices[active]`` (heat map of ``intensities[active]``
+    if given); the control swaps the mesh's x/y/z (and intensity) for those of another step.
+    All steps share one colour scale: ``intensity_range`` if given, else min..max over all
+    ``intensities``, so that colours compare across steps.
+
+    Parameters
+    ----------
+    labels:
+        One label per step.
+    vertices:
+        One (N, 3) array per step (same N; the mesh topology ``triangles`` is shared).
+    triangles:
+        (T, 3) vertex indices.
+    intensities:
+        Optional, one (N,) array per step.
+    control, active, prefix:
+        As in :func:`add_steps` (default a slider).
+    intensity_range:
+        ``(cmin, cmax)`` of the shared colour scale.
+    **mesh_figure_kwargs:
+        Passed to :func:`mesh_figure` (``title``, ``colorscale``, ``colorbar_title``, ``height``,
+        ``colors``, ``landmarks``, ...).  Landmarks given as vertex indices are drawn on
+        ``vertices[active]`` and do not move with the control.
+
+    Returns
+    -------
+    plotly.graph_objects.Figure
+
+    Raises
+    ------
+    ValueError
+        Empty or mismatched ``labels`` / ``vertices`` / ``intensities``, vertex sets of different
+        sizes, wrong shapes or NaN values, and everything :func:`add_steps` and
+        :func:`mesh_figure` refuse.
+    """
+    labels = list(labels)
+    if not labels:
+        raise ValueError("labels is empty: a slider or menu needs at least one step")
+    if isinstance(vertices, np.ndarray) and vertices.ndim == 2:
+        raise ValueError(
+            f"vertices must be a list of (N, 3) arrays, one per step, got one array of shape {vertices.shape}"
+        )
+    verts = list(vertices)
+    if len(verts) != len(labels):
+        raise ValueError(
+            f"vertices must hold one (N, 3) array per label: {len(labels)} labels, {len(verts)} vertex sets"
+        )
+    for key in ("intensity", "vertices", "triangles"):
+        if key in mesh_figure_kwargs:
+            hint = " (pass intensities, one array per step)" if key == "intensity" else ""
+            raise ValueError(f"mesh_steps_figure does not take {key}= as a keyword{hint}")
+    if isinstance(active, bool) or not isinstance(active, (int, np.integer)) or not 0 <= active < len(labels):
+        raise ValueError(f"active must be a step index in 0..{len(labels) - 1}, got {active!r}")
+    verts = [_points(f"vertices[{k}]", v) for k, v in enumerate(verts)]
+    n = verts[0].shape[0]
+    for k, v in enumerate(verts):
+        if v.shape[0] != n:
+            raise ValueError(
+                f"all vertex sets must have the same number of vertices: vertices[0] has {n}, "
+                f"vertices[{k}] has {v.shape[0]}"
+            )
+    vals = None
+    if intensities is not None:
+        if isinstance(intensities, np.ndarray) and intensities.ndim == 1:
+            raise ValueError(
+                f"intensities must be a list of (N,) arrays, one per step, got one array of shape {intensities.shape}"
+            )
+        vals = list(intensities)
+        if len(vals) != len(labels):
+            raise ValueError(
+                f"intensities must hold one (N,) array per label: {len(labels)} labels, {len(vals)} arrays"
+            )
+        if mesh_figure_kwargs.get("colors") is not None:
+            raise ValueError("give either colors (RGB per vertex) or intensities (per step), not both")
+        vals = [_intensity(v, n) for v in vals]
+        if intensity_range is None:
+            lo = float(min(v.min() for v in vals))
+            hi = float(max(v.max() for v in vals))
+            if not hi > lo:  # all values equal: any range shows them, one colour
+                lo, hi = lo - 0.5, hi + 0.5
+            intensity_range = (lo, hi)
+    elif intensity_range is not None:
+        raise ValueError("intensity_range needs intensities")
+
+    if control == "slider" and "height" not in mesh_figure_kwargs:
+        mesh_figure_kwargs["height"] = 540  # mesh_figure's 450 px plus the slider below the scene
+    fig = mesh_figure(
+        verts[active], triangles,
+        intensity=None if vals is None else vals[active],
+        intensity_range=intensity_range,
+        **mesh_figure_kwargs,
+    )
+    updates = []
+    for k, v in enumerate(verts):
+        u = {"x": v[:, 0], "y": v[:, 1], "z": v[:, 2]}
+        if vals is not None:
+            u["intensity"] = vals[k]
+        updates.append(u)
+    return add_steps(fig, labels, updates, traces=0, control=control, active=active, prefix=prefix)

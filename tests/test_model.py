@@ -131,10 +131,22 @@ def test_fetch_copies_and_checks(sfm_folder, tmp_path):
 
 def test_download_failure_is_explained(tmp_path, monkeypatch):
     monkeypatch.delenv("DUALFACE_SFM_DIR", raising=False)
+    asked = []
 
-    def no_network(*a, **k):
+    def no_network(url, *a, **k):
+        asked.append(url)
         raise OSError("network unreachable")
 
     monkeypatch.setattr(fetch.urllib.request, "urlopen", no_network)
-    with pytest.raises(fetch.ModelFilesError, match="could not download.*\n.*|DUALFACE_SFM_DIR"):
+    with pytest.raises(fetch.ModelFilesError) as info:
         fetch.fetch_sfm(tmp_path / "d", progress=False)
+    msg = str(info.value)
+    first = next(iter(fetch.SFM_FILES))  # the first file it tries
+    # the specific failure: which URL, and the underlying error
+    assert asked == [fetch.BASE_URL + first]
+    assert f"could not download {fetch.BASE_URL + first}: network unreachable" in msg
+    assert isinstance(info.value.__cause__, OSError) and str(info.value.__cause__) == "network unreachable"
+    # ... then, separately, what to do about it (the generic help)
+    assert "DUALFACE_SFM_DIR" in msg and "fetch_sfm.py --from" in msg
+    assert msg.index("network unreachable") < msg.index("DUALFACE_SFM_DIR")
+    assert not list((tmp_path / "d").glob("*.part")), "the partial download was left behind"

@@ -9,7 +9,10 @@ The dualface_lite book must work offline, so every script a page needs is copied
   loads at run time: fonts, autoloaded TeX extensions, menu/a11y) -> ``_static/mathjax/``;
 * the Jupyter widget manager: ``node_modules/@jupyter-widgets/html-manager/dist/embed.js`` and
   its font files -> ``_static/jupyter-widgets/``;
-* ``book/_ext/static/mathjax2-hub-shim.js`` -> ``_static/dualface/`` (see below).
+* ``book/_ext/static/mathjax2-hub-shim.js`` -> ``_static/dualface/`` (see below);
+* ``book/_ext/static/dualface.css`` -> ``_static/dualface/``: the book's layout (a wider article
+  column and a slightly smaller code font, so that code lines of up to 100 characters fit
+  without a horizontal scroll bar at 1366-1440 px; tests/test_book_browser.py checks it).
 
 ``node_modules`` comes from ``npm ci`` in the repository root (``package.json`` /
 ``package-lock.json``); the build stops with a clear message if it is missing.
@@ -48,6 +51,7 @@ Wiring
 """
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 import shutil
@@ -67,6 +71,7 @@ PLOTLY_JS = "plotly/plotly.min.js"
 MATHJAX_JS = "mathjax/tex-chtml.js"
 WIDGETS_JS = "jupyter-widgets/embed.js"
 MATHJAX2_SHIM_JS = "dualface/mathjax2-hub-shim.js"
+LAYOUT_CSS = "dualface/dualface.css"
 HERE = Path(__file__).resolve().parent
 PLOTLY_MIME = "application/vnd.plotly.v1+json"
 HTML_BUILDERS = ("html", "dirhtml", "singlehtml")
@@ -130,6 +135,7 @@ def _sources(app: Sphinx) -> list[tuple[Path, str]]:
     out: list[tuple[Path, str]] = [
         (_plotly_js(), PLOTLY_JS),
         (HERE / "static" / "mathjax2-hub-shim.js", MATHJAX2_SHIM_JS),
+        (HERE / "static" / "dualface.css", LAYOUT_CSS),
     ]
     for part in MATHJAX_PARTS:
         src = mathjax / part
@@ -175,6 +181,15 @@ def _configure(app: Sphinx, config: Config) -> None:
     overrides = list(getattr(config, "nb_mime_priority_overrides", None) or [])
     overrides += [(b, PLOTLY_MIME, 35) for b in HTML_BUILDERS]
     config.nb_mime_priority_overrides = overrides
+    # The layout stylesheet, after the theme's (priority 900).  Through html_css_files, not
+    # app.add_css_file, and with the file's digest in an attribute: Sphinx rewrites every page
+    # when this config value changes, so an existing build picks up a new or edited stylesheet
+    # (and its ?v= cache buster) without `--all`.
+    digest = hashlib.sha256((HERE / "static" / "dualface.css").read_bytes()).hexdigest()[:12]
+    css = [c for c in (getattr(config, "html_css_files", None) or [])
+           if (c[0] if isinstance(c, (tuple, list)) else c) != LAYOUT_CSS]
+    css.append((LAYOUT_CSS, {"priority": 900, "data-digest": digest}))
+    config.html_css_files = css
 
 
 def _plotly_figure_html(figure: dict) -> str:
