@@ -507,8 +507,8 @@ def train_networks(networks: VertexNetworks, X: torch.Tensor, Y: torch.Tensor, t
     history = {"train_mm2": [], "val_mm2": [], "best_val_mm2": [], "n_improved": [], "seconds": []}
     stale, best_score = 0, float("inf")
     t0 = time.perf_counter()
-    bar = tqdm(range(max_epochs), desc="MRF prior", disable=not progress, leave=False)
-    for epoch in bar:
+    bar = tqdm(total=max_epochs, desc="MRF prior", unit="epoch", disable=not progress, leave=False)
+    for epoch in range(max_epochs):
         order = tr_rows[torch.randperm(len(tr_rows), generator=generator).to(dev)]
         tot = torch.zeros((), device=dev)
         for rows in order.split(batch_size):
@@ -531,7 +531,8 @@ def train_networks(networks: VertexNetworks, X: torch.Tensor, Y: torch.Tensor, t
         history["best_val_mm2"].append(float((best_val * y2).mean()) * 3)
         history["n_improved"].append(n_imp)
         history["seconds"].append(time.perf_counter() - t0)
-        bar.set_postfix(val_mm2=f"{history['val_mm2'][-1]:.3f}", improved=n_imp)
+        bar.set_postfix(val_mm2=f"{history['val_mm2'][-1]:.3f}", improved=n_imp, refresh=False)
+        bar.update(1)
         score = history["best_val_mm2"][-1] if early_stopping == "vertex" else history["val_mm2"][-1]
         if score < best_score * (1 - tol):
             best_score, stale = score, 0
