@@ -246,6 +246,8 @@ class Lm2Vertex:
     def predict(self, landmarks, image=None):
         """Lm2Vertex's reconstruction from 68 landmarks: a :class:`dualface_lite.fitting.Fit`.
 
+        Parameters
+        ----------
         landmarks : (68, 2) pixel positions, iBUG order (kit convention: u right, v down).
         image : optional photo (uint8 or float in [0, 1]; grayscale/RGBA converted);
             gives the image size, the visible vertices and their colours, as in
@@ -253,6 +255,8 @@ class Lm2Vertex:
             landmarks, no vertex visible, colours 0). The regression itself never
             looks at the image -- the paper's point about Lm2Vertex (Sec. IV-C).
 
+        Notes
+        -----
         The face is ``S = u_bar + U diag(sigma) alpha + B e`` with the regressed
         ``alpha, e``; its pose: see :func:`pose_from_landmarks`.
         """

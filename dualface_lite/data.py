@@ -78,6 +78,8 @@ class DatasetNotBuiltError(FileNotFoundError):
 class DatasetConfig:
     """Everything that decides the dataset's arrays (Fig. 2 of the paper).
 
+    Attributes
+    ----------
     name : a label for the folder (not part of the key).
     n_train, n_test : subjects per split (at least 3 each), split as equally as
         possible over the 3 conditions (subject ``k`` has ``CONDITIONS[k % 3]``).
@@ -459,6 +461,8 @@ def build_dataset(config="lite", root=None, workers: int | None = None, progress
                   force: bool = False, model: MorphableModel | None = None) -> Path:
     """Build the dataset of ``config`` (paper section IV-A, Fig. 2) and return its folder.
 
+    Parameters
+    ----------
     config : a :class:`DatasetConfig`, or ``"lite"`` / ``"paper"``.
     root : parent folder (default ``paths.cache_dir("datasets")``); the dataset goes
         to ``root / f"{config.name}-{config.key()}"``.
@@ -468,6 +472,8 @@ def build_dataset(config="lite", root=None, workers: int | None = None, progress
     force : rebuild even when a finished build is there.
     model : the face model (default ``load_model()``).
 
+    Notes
+    -----
     The workers are *spawned* processes, which import the calling script again:
     a script that calls ``build_dataset`` needs the usual
     ``if __name__ == "__main__":`` guard (notebooks and the CLI need nothing).

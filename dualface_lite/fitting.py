@@ -394,7 +394,8 @@ def contour_correspondences(model: MorphableModel, vertices, camera: Camera, lan
         outline vertex nearest to it in the image.
     ``"candidates"``: as eos does, the nearest (in the image) of the 17 contour
         candidates of that side (``model.contour_right`` / ``contour_left``).
-    ``"fixed"``: the frontal defaults ``model.ibug68`` (no update).
+    ``"fixed"``:
+        the frontal defaults ``model.ibug68`` (no update).
 
     Everything is vectorized: one (N, 16) array of projections onto the rays.
     ``benchmarks/tune_fitting.py`` compares the four.
@@ -482,6 +483,8 @@ def _sample(img: np.ndarray, uv: np.ndarray, vis: np.ndarray) -> np.ndarray:
 class Fit:
     """The result of :func:`fit_landmarks`: the personalised template of the paper.
 
+    Attributes
+    ----------
     vertices : (N, 3) float32, ``S_0`` in the model's object frame (mm).
     colors : (N, 3) float32 in [0, 1], the photo's colour at each visible vertex
         (bilinear), exactly 0 at invisible ones (all 0 without an image).

@@ -149,6 +149,8 @@ def lift_landmarks(model: MorphableModel, template, camera: Camera, landmarks, s
 class GroundTruth:
     """The result of :func:`ground_truth`.
 
+    Attributes
+    ----------
     s_hat : (N, 3) float32, the registered template (object frame, mm).
     scan_landmarks : (L, 3) float32 NICP's landmark targets in the order of
         :func:`scan_landmark_ids`, NaN where a landmark was dropped.
@@ -178,6 +180,8 @@ def ground_truth(model: MorphableModel, template, scan, camera: Camera, landmark
     """Fig. 2's registration step: ``S_0`` (``template``, (N, 3)) onto the triangulated
     ``scan`` with the photo's landmarks lifted onto it -> ``S_hat``.
 
+    Parameters
+    ----------
     camera, landmarks : the photo's camera and its (68, 2) landmark pixels (the range image
         is registered to the photo, as in FRGC).
     stiffness, landmark_weight, rigid_init, reject_distance : NICP's schedule and settings
@@ -186,6 +190,8 @@ def ground_truth(model: MorphableModel, template, scan, camera: Camera, landmark
     landmark_max_residual : the outlier filter of :func:`lift_landmarks` (mm).
     record : keep NICP's steps (:attr:`GroundTruth.registration`) for teaching.
 
+    Notes
+    -----
     The dataset builder calls this with its configuration's settings
     (:meth:`dualface_lite.data.DatasetConfig.ground_truth_kwargs`), so a chapter that does the
     same gets the dataset's own ``S_hat``.

@@ -246,6 +246,8 @@ def impute_colors(colors, color_mean) -> np.ndarray:
 def features(templates, colors, neighbours, *, relative: bool = True) -> torch.Tensor:
     """The paper's feature vectors ``F^i`` (III-B-3) of every vertex of every face.
 
+    Parameters
+    ----------
     templates : (B, N, 3) ``S_0`` (mm), a numpy array or a float32 tensor.
     colors : (B, N, 3) their colours ``C(v_0)`` in [0, 1] (unseen ones already
         imputed, :func:`impute_colors`), or ``None`` for xyz-only features.
@@ -255,10 +257,13 @@ def features(templates, colors, neighbours, *, relative: bool = True) -> torch.T
     relative : neighbour positions relative to the vertex, ``v_0^j - v_0^i``
         (default), or absolute ``v_0^j`` as the paper writes ``f^{i,j}``.
 
-    Returns a float32 tensor (B, N, D) on the device of ``templates``:
-    ``[delta_0 p_0, ..., delta_K p_K, delta_0 c_0, ..., delta_K c_K]`` with
-    ``p_s, c_s`` the position (relative or not) and colour of slot ``s`` and
-    ``delta`` = :func:`delta_weights` ``(K)``, so ``D = 6 S`` (``3 S`` without colours).
+    Returns
+    -------
+    torch.Tensor
+        A float32 tensor (B, N, D) on the device of ``templates``:
+        ``[delta_0 p_0, ..., delta_K p_K, delta_0 c_0, ..., delta_K c_K]`` with
+        ``p_s, c_s`` the position (relative or not) and colour of slot ``s`` and
+        ``delta`` = :func:`delta_weights` ``(K)``, so ``D = 6 S`` (``3 S`` without colours).
     """
     T = torch.as_tensor(np.asarray(templates, np.float32) if not torch.is_tensor(templates) else templates)
     if T.ndim != 3 or T.shape[2] != 3:
@@ -455,6 +460,8 @@ def train_networks(networks: VertexNetworks, X: torch.Tensor, Y: torch.Tensor, t
                    progress: bool = False) -> tuple[VertexNetworks, torch.Tensor, dict]:
     """Train ``networks`` (in place) with AdamW on minibatches of faces, early stopping on validation faces.
 
+    Parameters
+    ----------
     X : (N, M, D) normalised features of M faces, vertex-major; Y : (N, M, 3)
         normalised targets. train_rows, val_rows : indices of the training and
         validation faces (1-D integer tensors or arrays).
@@ -467,12 +474,15 @@ def train_networks(networks: VertexNetworks, X: torch.Tensor, Y: torch.Tensor, t
     target_scale : (N,) the targets' scale per vertex (:func:`offset_scaling`), so
         that the history is in mm^2 (``None``: in normalised units).
 
-    Returns ``(best, best_epoch, history)``: the kept networks (a detached copy;
-    ``networks`` itself ends at the last epoch), the kept epoch of each network
-    (N,), and per epoch ``train_mm2`` (mean over the epoch's minibatches),
-    ``val_mm2`` (the networks of this epoch), ``best_val_mm2`` (the kept ones),
-    ``n_improved`` and ``seconds`` -- mean squared vertex distance over vertices
-    and faces.
+    Returns
+    -------
+    tuple
+        ``(best, best_epoch, history)``: the kept networks (a detached copy;
+        ``networks`` itself ends at the last epoch), the kept epoch of each network
+        (N,), and per epoch ``train_mm2`` (mean over the epoch's minibatches),
+        ``val_mm2`` (the networks of this epoch), ``best_val_mm2`` (the kept ones),
+        ``n_improved`` and ``seconds`` -- mean squared vertex distance over vertices
+        and faces.
     """
     from tqdm.auto import tqdm
 
@@ -593,6 +603,8 @@ class MRFPrior:
     device : torch device for training and prediction ("cpu", or "cuda").
     progress : show a tqdm bar while training.
 
+    Notes
+    -----
     :meth:`fit` runs :meth:`prepare` (split, colours, neighbours, features,
     normalisation), :meth:`VertexNetworks.init` and :func:`train_networks`.
     After it: ``networks_`` (:class:`VertexNetworks`), ``neighbours_`` (N, k+1)
@@ -799,6 +811,8 @@ class MRFPrior:
     def fit(self, templates, colors, targets, *, validation=None) -> "MRFPrior":
         """Train the ``N`` vertex networks (paper III-B-4) on ``M`` faces.
 
+        Parameters
+        ----------
         templates : (M, N, 3) personalised templates ``S_0`` (mm, object frame).
         colors : (M, N, 3) their vertex colours in [0, 1], exactly 0 where invisible
             (may be ``None`` when ``use_color=False``).
@@ -806,7 +820,10 @@ class MRFPrior:
         validation : optional (M,) bool mask of the faces to hold out for early
             stopping (default: a random ``val_fraction`` of them, from ``seed``).
 
-        Returns ``self``.
+        Returns
+        -------
+        MRFPrior
+            ``self``, fitted.
         """
         t0 = time.perf_counter()
         data = self.prepare(templates, colors, targets, validation=validation)

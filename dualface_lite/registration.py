@@ -68,6 +68,8 @@ DEFAULT_LANDMARK_WEIGHTS = 5.0
 class NICPStep:
     """What one stiffness step did (``nicp(..., record=True)``).
 
+    Attributes
+    ----------
     stiffness, landmark_weight : the step's stiffness ``alpha`` and landmark weight ``beta``
         (Amberg's eq. 12; not the PCA coefficients ``alpha`` of the morphable model).
     iterations : closest-point / solve rounds it took.
@@ -89,6 +91,8 @@ class NICPStep:
 class NICPResult:
     """The result of ``nicp(..., record=True)``.
 
+    Attributes
+    ----------
     vertices : (N, 3) float32 registered source vertices (the same array
         ``nicp(...)`` returns without ``record``).
     steps : one :class:`NICPStep` per stiffness value, in order.

@@ -271,6 +271,8 @@ def shade(normals, albedo, lighting: Lighting) -> np.ndarray:
 class Fragments:
     """What the rasterizer found at each pixel of an (H, W) image.
 
+    Attributes
+    ----------
     triangle : (H, W) int32, index of the visible triangle, -1 on the background
     bary     : (H, W, 3) float32, perspective-correct barycentric weights of the
                visible 3D point on that triangle (0 on the background); for any

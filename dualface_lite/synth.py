@@ -52,6 +52,8 @@ _N_ORIGINAL_MODES = 4  # drawn from the subject's own random stream (see make_su
 class Population:
     """How the synthetic people are distributed (all lengths in mm).
 
+    Attributes
+    ----------
     alpha_shift : length (in standard deviations) of the shift of the identity
         mean in PCA space; the direction is fixed by ``seed`` over the first 20
         components.
@@ -110,6 +112,8 @@ class Population:
 class Subject:
     """One synthetic person photographed and scanned.
 
+    Attributes
+    ----------
     image : (H, W, 3) uint8 photo.
     landmarks : (68, 2) float32 pixel positions (iBUG order, with detector-like noise).
     scan : ``trimesh.Trimesh`` range scan in the object frame (mm).
@@ -390,6 +394,8 @@ def make_subject(seed: int = 0, condition: str = "neutral", model: MorphableMode
                  scan_holes: int = 3, with_scan: bool = True) -> Subject:
     """One synthetic subject, the same for the same arguments on every machine.
 
+    Parameters
+    ----------
     condition : "neutral" (no expression, soft light), "expression" (one or two
         blendshapes at up to twice their strength, soft light), "illumination"
         (neutral face, strong side light, dim ambient) -- as in the paper's Figs. 7-9.

@@ -107,6 +107,8 @@ def use_plotly_renderer(config: dict[str, Any] | None = None) -> None:
     config:
         plotly.js config for every figure (default: ``{"displaylogo": False, "responsive": True}``).
 
+    Notes
+    -----
     The renderer is registered as ``plotly.io.renderers["dualface"]`` (:data:`RENDERER_NAME`);
     nothing is returned, so the call leaves no output in the chapter.
     """
