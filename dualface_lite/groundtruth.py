@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from . import checks
 from .camera import Camera
 from .model import IBUG_JAW, MorphableModel
 from .registration import DEFAULT_LANDMARK_WEIGHTS, DEFAULT_STIFFNESS, NICPResult, nicp
@@ -50,15 +51,6 @@ def scan_landmark_ids(model: MorphableModel) -> np.ndarray:
     return np.setdiff1d(np.nonzero(model.ibug_defined)[0], IBUG_JAW).astype(np.int64)
 
 
-def _mesh_arrays(scan) -> tuple[np.ndarray, np.ndarray]:
-    V = np.asarray(scan.vertices if hasattr(scan, "vertices") else scan[0], dtype=np.float64)
-    F = np.asarray(scan.faces if hasattr(scan, "faces") else scan[1], dtype=np.int64)
-    if V.ndim != 2 or V.shape[1] != 3 or F.ndim != 2 or F.shape[1] != 3:
-        raise ValueError(f"scan must be a trimesh.Trimesh or (vertices (V, 3), faces (F, 3)), "
-                         f"got shapes {V.shape} and {F.shape}")
-    return V, F
-
-
 def landmarks_on_scan(camera: Camera, landmarks, scan) -> np.ndarray:
     """Where the photo's rays through ``landmarks`` first meet the scan.
 
@@ -75,12 +67,12 @@ def landmarks_on_scan(camera: Camera, landmarks, scan) -> np.ndarray:
     the candidates are found in the image, and the hit is the ray-plane intersection of the
     nearest candidate (the same points as trimesh's ray caster, without its r-tree).
     """
-    V, F = _mesh_arrays(scan)
+    V, F = checks.mesh(scan, "scan")
     uv = np.asarray(landmarks, dtype=np.float64)
     if uv.ndim != 2 or uv.shape[1] != 2:
         raise ValueError(f"landmarks must have shape (L, 2), got {uv.shape}")
     out = np.full((len(uv), 3), np.nan)
-    if len(F) == 0 or len(uv) == 0:
+    if len(uv) == 0:
         return out
     origins, dirs = camera.pixel_rays(uv)
     p = camera.project(V)
@@ -198,7 +190,7 @@ def ground_truth(model: MorphableModel, template, scan, camera: Camera, landmark
     """
     S0 = np.asarray(template, dtype=np.float32)
     hits = lift_landmarks(model, S0, camera, landmarks, scan, max_residual=landmark_max_residual)
-    V, F = _mesh_arrays(scan)
+    V, F = checks.mesh(scan, "scan")
     src = model.ibug68[scan_landmark_ids(model)]
     use = np.isfinite(hits[:, 0])
     t0 = time.perf_counter()

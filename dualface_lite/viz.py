@@ -435,6 +435,17 @@ def add_steps(
     return fig
 
 
+def _one_per_step(items: Any, name: str, shape: str, ndim: int, n_steps: int, unit: str) -> list:
+    """``items`` as a list of one ``shape`` array per step; one ``ndim`` array alone is refused."""
+    if isinstance(items, np.ndarray) and items.ndim == ndim:
+        raise ValueError(f"{name} must be a list of {shape} arrays, one per step, "
+                         f"got one array of shape {items.shape}")
+    items = list(items)
+    if len(items) != n_steps:
+        raise ValueError(f"{name} must hold one {shape} array per label: {n_steps} labels, {len(items)} {unit}")
+    return items
+
+
 def mesh_steps_figure(
     labels: Sequence[str],
     vertices: Sequence[Any],
@@ -487,15 +498,7 @@ def mesh_steps_figure(
     labels = list(labels)
     if not labels:
         raise ValueError("labels is empty: a slider or menu needs at least one step")
-    if isinstance(vertices, np.ndarray) and vertices.ndim == 2:
-        raise ValueError(
-            f"vertices must be a list of (N, 3) arrays, one per step, got one array of shape {vertices.shape}"
-        )
-    verts = list(vertices)
-    if len(verts) != len(labels):
-        raise ValueError(
-            f"vertices must hold one (N, 3) array per label: {len(labels)} labels, {len(verts)} vertex sets"
-        )
+    verts = _one_per_step(vertices, "vertices", "(N, 3)", 2, len(labels), "vertex sets")
     for key in ("intensity", "vertices", "triangles"):
         if key in mesh_figure_kwargs:
             hint = " (pass intensities, one array per step)" if key == "intensity" else ""
@@ -512,15 +515,7 @@ def mesh_steps_figure(
             )
     vals = None
     if intensities is not None:
-        if isinstance(intensities, np.ndarray) and intensities.ndim == 1:
-            raise ValueError(
-                f"intensities must be a list of (N,) arrays, one per step, got one array of shape {intensities.shape}"
-            )
-        vals = list(intensities)
-        if len(vals) != len(labels):
-            raise ValueError(
-                f"intensities must hold one (N,) array per label: {len(labels)} labels, {len(vals)} arrays"
-            )
+        vals = _one_per_step(intensities, "intensities", "(N,)", 1, len(labels), "arrays")
         if mesh_figure_kwargs.get("colors") is not None:
             raise ValueError("give either colors (RGB per vertex) or intensities (per step), not both")
         vals = [_intensity(v, n) for v in vals]
