@@ -1,27 +1,34 @@
-"""Choose the weights of the landmark fit (paper Sec. III-B-1, eq. (4)) by validation.
+"""Choose the defaults of the landmark fit (paper Sec. III-B-1, eq. (4)) by validation on a mix.
 
-Eq. (4) is ``1/(2 sigma_L^2) sum_i ||pi_i(Proj S_alpha) - L_i||^2 + lambda ||alpha||^2``.
-Multiplying it by a constant does not move its minimum, so only ``lambda * sigma_L^2``
-matters (the benchmark checks this: two settings with the same product give the same
-errors to rounding). The kit's parametrisation: ``lam = 0.5`` fixed -- the MAP estimate
-under the model's prior ``alpha ~ N(0, I)`` with Gaussian landmark noise -- and
-``sigma_l`` (px) tuned: the effective landmark noise, which also absorbs what the
-model and the orthographic camera cannot express. ``lam_expr`` (the ridge on the six
-expression weights, same units as ``lam``) is tuned second.
+Eq. (4) is ``1/(2 sigma_L^2) sum_i ||pi_i(Proj S_alpha) - L_i||^2 + lambda ||alpha||^2``;
+only ``lambda * sigma_L^2`` moves its minimum, so ``lam = 0.5`` stays fixed (the MAP
+estimate under the model's prior ``alpha ~ N(0, I)``) and ``sigma_L`` is what is tuned.
+The defaults of :func:`~dualface_lite.fitting.fit_landmarks` chosen here:
 
-Validation subjects: seeds 50000 + k (k < ``--n``), each condition ("neutral",
-"expression", "illumination"), the default :class:`~dualface_lite.synth.Population`
-(shifted identities, shape modes outside the PCA span, personal detail), detector-like
-landmark noise (0.7 px), no scan. These seeds are disjoint from the tests' and from
-``bench_fitting.py``'s (100000+). Score: :func:`dualface_lite.metrics.mean_vertex_error`
-of ``Fit.vertices`` against ``subject.vertices`` (after rigid alignment), averaged over
-subjects; the mean face ``model.mean`` is the floor every setting must beat.
+* ``projection``: the pinhole refinement against the orthographic fit alone;
+* ``sigma_l``: a fixed value in px (at the reference face size) against the estimate from
+  the residuals (:func:`~dualface_lite.fitting.landmark_sigma`), whose factor
+  ``SIGMA_L_PER_RESIDUAL`` is tuned;
+* ``face_size``: the factor that undoes the fit's bias to small faces (landmarks cannot tell
+  a face's absolute size), tuned on the fitted faces afterwards (it moves no pixel);
+* ``focal_spread``: the width of the prior on the focal length.
 
-After the two grids, the chosen setting is compared with the other design choices of
-:func:`~dualface_lite.fitting.fit_landmarks` (jaw contour update, sliding jaw landmarks,
-joint pose+shape steps, iterations, fewer PCA components).
+Validation mix (seeds 50000 + k, k < ``--n``, the three conditions each; disjoint from the
+tests' and from ``bench_fitting.py``'s 100000+), one set per row of the issue's list:
 
-Usage: ``python benchmarks/tune_fitting.py [--n 60] [--threads 1]``.
+* ``kit``: the default :class:`~dualface_lite.synth.Population`, 0.7 px landmark noise;
+* ``prior``: faces from the model's own prior (inside its span);
+* ``outside``: out-of-span modes twice as strong, twice the detail, identity shift 2.5;
+* ``small`` / ``large``: the kit's people at 0.92x / 1.08x size;
+* ``noise0.5`` / ``noise2`` / ``noise5``: landmark noise 0.5, 2, 5 px;
+* ``yaw45``: yaw up to 45 degrees.
+
+Score: :func:`dualface_lite.metrics.mean_vertex_error` against the true surface (rigid
+alignment, no scale), the mean over a set's subjects, and the mix's average over sets. A
+setting is eligible only if it beats the mean face (``model.mean``) by at least 10 % on every
+set (``MARGIN``): the defaults must also hold for faces that none of these sets resembles.
+
+Usage: ``python benchmarks/tune_fitting.py [--n 20] [--threads 1]``.
 Prints the tables; writes ``benchmarks/results/tune_fitting.json``.
 """
 from __future__ import annotations
@@ -41,147 +48,160 @@ import dualface_lite as df  # noqa: E402
 from dualface_lite import fitting, metrics, synth  # noqa: E402
 
 SEED0 = 50000
-SIGMAS = (0.5, 0.75, 1.0, 1.5, 2.0, 2.5, 3.0, 4.0, 6.0)
-LAM_EXPRS = (0.01, 0.05, 0.2, 1.0)   # > 0: the ridge keeps the normal equations positive definite
+FACE_SIZES = (1.0, 1.01, 1.02, 1.03, 1.04, 1.05, 1.06, 1.07, 1.08)
+PER_RESIDUAL = (1.5, 2.0, 2.5, 3.0)
+FOCAL_SPREADS = (0.5, 1.0, 3.0)
+MARGIN = 0.9   # eligible: error <= MARGIN x the mean face's on every set
 
 
-def make_subjects(model, n: int):
-    subs = []
-    for k in range(n):
-        for cond in synth.CONDITIONS:
-            s = synth.make_subject(SEED0 + k, cond, model=model, with_scan=False)
-            subs.append(dict(seed=s.seed, condition=cond, landmarks=s.landmarks, vertices=s.vertices,
-                             image=s.image, pose=s.pose))
-    return subs
+def mix() -> dict:
+    """The validation sets: name -> keyword arguments of :func:`synth.make_subject`."""
+    P = synth.Population
+    base = P()
+    outside = P(mode_mean=tuple(2 * x for x in base.mode_mean), mode_std=tuple(2 * x for x in base.mode_std),
+                detail_rms=2.0 * base.detail_rms, alpha_shift=2.5)
+    return {
+        "kit": dict(population=base),
+        "prior": dict(population=P.prior()),
+        "outside": dict(population=outside),
+        "small": dict(population=P(size=0.92)),
+        "large": dict(population=P(size=1.08)),
+        "noise0.5": dict(population=base, landmark_noise=0.5),
+        "noise2": dict(population=base, landmark_noise=2.0),
+        "noise5": dict(population=base, landmark_noise=5.0),
+        "yaw45": dict(population=base, max_yaw=45.0),
+    }
 
 
-def evaluate(model, subs, **kw) -> dict:
-    """Mean vertex error (mm) per condition and overall, landmark error (px), ms per fit."""
-    err, lm, ms = [], [], []
-    for s in subs:
-        f = fitting.fit_landmarks(model, s["landmarks"], **kw)
-        err.append(metrics.mean_vertex_error(f.vertices, s["vertices"]))
-        lm.append(f.landmark_error)
-        ms.append(1e3 * f.seconds)
-    err = np.asarray(err)
-    out = metrics.per_condition(err, [s["condition"] for s in subs])
-    out.update(median=float(np.median(err)), landmark_px=float(np.mean(lm)),
-               ms=float(np.median(ms)), per_subject=[round(float(e), 4) for e in err])
+def make_sets(model, n: int) -> dict:
+    out = {}
+    for name, kw in mix().items():
+        out[name] = [synth.make_subject(SEED0 + k, c, model=model, with_scan=False, **kw)
+                     for k in range(n) for c in synth.CONDITIONS]
     return out
 
 
-def row(name: str, r: dict, ref: dict | None = None) -> str:
-    cells = " ".join(f"{r[c]:9.3f}" for c in (*synth.CONDITIONS, "all"))
-    extra = f"{r['landmark_px']:7.2f} {r['ms']:7.1f}"
-    if ref is not None:
-        d = np.asarray(r["per_subject"]) - np.asarray(ref["per_subject"])
-        extra += f"   {d.mean():+.3f} +- {d.std(ddof=1) / np.sqrt(len(d)):.3f}"
-    return f"{name:34s} {cells} {extra}"
+def evaluate(model, sets, sizes=(None,), **kw) -> dict:
+    """Mean error per set (mm) for each face size in ``sizes`` (``None``: as fitted), and ms/fit."""
+    res = {g: {} for g in sizes}
+    ms = []
+    for name, subs in sets.items():
+        errs = {g: [] for g in sizes}
+        for s in subs:
+            f = fitting.fit_landmarks(model, s.landmarks, **kw)
+            ms.append(1e3 * f.seconds)
+            base = f.vertices / f.scale
+            for g in sizes:
+                errs[g].append(metrics.mean_vertex_error(f.vertices if g is None else g * base, s.vertices))
+        for g in sizes:
+            res[g][name] = float(np.mean(errs[g]))
+    for g in sizes:
+        res[g]["avg"] = float(np.mean([v for k, v in res[g].items() if k != "avg"]))
+        res[g]["ms"] = float(np.median(ms))
+    return res
 
 
-HEADER = (f"{'setting':34s} " + " ".join(f"{c[:9]:>9s}" for c in (*synth.CONDITIONS, "all"))
-          + f" {'lm px':>7s} {'ms':>7s}")
+def row(name: str, r: dict, sets) -> str:
+    return f"{name:40s} " + " ".join(f"{r[k]:8.3f}" for k in sets) + f" {r['avg']:8.3f}"
 
 
 def main(argv=None):
     ap = _common.parser(__doc__, "tune_fitting")
     ap.formatter_class = argparse.RawDescriptionHelpFormatter
-    ap.add_argument("--n", type=int, default=60, help="subjects per condition (seeds 50000 + k)")
+    ap.add_argument("--n", type=int, default=20, help="subjects per condition and set (seeds 50000 + k)")
     args = ap.parse_args(argv)
 
     load0 = os.getloadavg() if hasattr(os, "getloadavg") else None
     model = df.load_model()
     t0 = time.perf_counter()
-    subs = make_subjects(model, args.n)
-    print(f"{len(subs)} validation subjects (seeds {SEED0}..{SEED0 + args.n - 1} x {len(synth.CONDITIONS)} "
-          f"conditions) in {time.perf_counter() - t0:.1f} s; mean vertex error in mm\n")
+    sets = make_sets(model, args.n)
+    names = list(sets)
+    print(f"{sum(map(len, sets.values()))} validation subjects ({len(sets)} sets x {args.n} seeds x "
+          f"{len(synth.CONDITIONS)} conditions) in {time.perf_counter() - t0:.1f} s; mean vertex error, mm\n")
+    header = f"{'setting':40s} " + " ".join(f"{k[:8]:>8s}" for k in names) + f" {'avg':>8s}"
+    mean_row = {k: float(np.mean([metrics.mean_vertex_error(model.mean, s.vertices) for s in v]))
+                for k, v in sets.items()}
+    mean_row["avg"] = float(np.mean(list(mean_row.values())))
 
-    mean_err = np.array([metrics.mean_vertex_error(model.mean, s["vertices"]) for s in subs])
-    conds = np.array([s["condition"] for s in subs])
-    mean_row = metrics.per_condition(mean_err, conds)
-    mean_row.update(median=float(np.median(mean_err)), landmark_px=float("nan"),
-                    ms=0.0, per_subject=[round(float(e), 4) for e in mean_err])
+    def eligible(r):
+        return all(r[k] <= MARGIN * mean_row[k] for k in names)
 
-    # 1. sigma_l at lam = 0.5 ------------------------------------------------------
-    print("1. sigma_l (px), lam = 0.5, lam_expr = 0.05")
-    print(HEADER)
-    print(row("mean face (no fit)", mean_row))
-    sig_rows = {}
-    for sg in SIGMAS:
-        sig_rows[sg] = evaluate(model, subs, lam=0.5, sigma_l=sg, lam_expr=0.05)
-        print(row(f"sigma_l = {sg:g}", sig_rows[sg]))
-    best_sigma = min(sig_rows, key=lambda k: sig_rows[k]["all"])
-    print(f"-> sigma_l = {best_sigma:g} px\n")
-
-    # only lam * sigma_l^2 matters ----------------------------------------------------
-    lam_equiv = 0.5 * best_sigma**2          # with sigma_l = 1 px
-    eq = evaluate(model, subs, lam=lam_equiv, sigma_l=1.0, lam_expr=0.05 * best_sigma**2)
-    diff = float(np.abs(np.subtract(eq["per_subject"], sig_rows[best_sigma]["per_subject"])).max())
-    print(f"same lam * sigma_l^2: lam = {lam_equiv:g}, sigma_l = 1  ->  all {eq['all']:.4f} mm "
-          f"(largest per-subject difference {diff:.1e} mm)\n")
-
-    # 2. lam_expr at the chosen sigma_l ----------------------------------------------
-    print(f"2. lam_expr, lam = 0.5, sigma_l = {best_sigma:g}")
-    print(HEADER)
-    le_rows = {}
-    for le in LAM_EXPRS:
-        le_rows[le] = evaluate(model, subs, lam=0.5, sigma_l=best_sigma, lam_expr=le)
-        print(row(f"lam_expr = {le:g}", le_rows[le]))
-    best_le = min(le_rows, key=lambda k: le_rows[k]["all"])
-    print(f"-> lam_expr = {best_le:g}\n")
-    chosen = dict(lam=0.5, sigma_l=best_sigma, lam_expr=best_le)
-    ref = le_rows[best_le]
-
-    # 3. design choices at the chosen weights --------------------------------------------
-    print("3. design choices at the chosen weights (last column: paired difference to the chosen, mean +- s.e.)")
-    print(HEADER)
-    print(row("chosen (contour=ray, jaw=slide)", ref, ref))
-    variants = {
-        "contour = 'outline'": dict(contour="outline"),
-        "contour = 'candidates' (eos)": dict(contour="candidates"),
-        "contour = 'fixed' (no update)": dict(contour="fixed"),
-        "jaw = 'point' (no sliding)": dict(jaw="point"),
-        "joint = False (alternation only)": dict(joint=False),
-        "n_iter = 1": dict(n_iter=1),
-        "n_iter = 2": dict(n_iter=2),
-        "n_iter = 6": dict(n_iter=6),
-        "fit_expressions = False": dict(fit_expressions=False),
-        "n_components = 10": dict(n_components=10),
-        "n_components = 20": dict(n_components=20),
-        "n_components = 40": dict(n_components=40),
+    tables = {}
+    # 1. the camera and sigma_L -------------------------------------------------------------
+    print("1. camera and sigma_L (face_size 1: as the landmarks give it)")
+    print(header)
+    print(row("mean face (no fit)", mean_row, names))
+    first = {
+        "orthographic, sigma_l = 2.5 px (old default)": dict(projection="orthographic", sigma_l=2.5),
+        "orthographic, sigma_l estimated": dict(projection="orthographic", sigma_l=None),
+        "perspective, sigma_l = 2.5 px": dict(projection="perspective", sigma_l=2.5),
+        "perspective, sigma_l estimated": dict(projection="perspective", sigma_l=None),
     }
-    var_rows = {}
-    for name, kw in variants.items():
-        var_rows[name] = evaluate(model, subs, **chosen, **kw)
-        print(row(name, var_rows[name], ref))
+    for name, kw in first.items():
+        tables[name] = evaluate(model, sets, face_size=1.0, **kw)[None]
+        print(row(name, tables[name], names))
 
-    # timing with the photo (visibility + colours) ----------------------------------------
-    ms_img = []
-    for s in subs[:30]:
-        f = fitting.fit_landmarks(model, s["landmarks"], s["image"], **chosen)
-        ms_img.append(1e3 * f.seconds)
-    beats = {c: ref[c] < mean_row[c] for c in synth.CONDITIONS}
-    print(f"\nchosen: lam = 0.5, sigma_l = {best_sigma:g} px, lam_expr = {best_le:g}; "
-          f"ms per fit: {ref['ms']:.1f} (landmarks only), {np.median(ms_img):.1f} (with photo: visibility + colours)")
-    print("beats the mean face in every condition:", all(beats.values()), beats)
+    # 2. the factor of the sigma_L estimate --------------------------------------------------
+    print(f"\n2. sigma_l estimated: SIGMA_L_PER_RESIDUAL (perspective; face_size 1)")
+    print(header)
+    default_per = fitting.SIGMA_L_PER_RESIDUAL
+    per_rows = {}
+    try:
+        for k in PER_RESIDUAL:
+            fitting.SIGMA_L_PER_RESIDUAL = k
+            per_rows[k] = evaluate(model, sets, face_size=1.0)[None]
+            print(row(f"SIGMA_L_PER_RESIDUAL = {k:g}", per_rows[k], names))
+    finally:
+        fitting.SIGMA_L_PER_RESIDUAL = default_per
+    best_per = min(per_rows, key=lambda k: per_rows[k]["avg"])
+    print(f"-> {best_per:g} (the package's value: {default_per:g})")
 
-    def strip(r):
-        return {k: v for k, v in r.items() if k != "per_subject"}
+    # 3. face size -------------------------------------------------------------------------
+    print("\n3. face_size (the fitted faces scaled; every other setting at the package's defaults)")
+    print(header)
+    size_rows = evaluate(model, sets, sizes=FACE_SIZES)
+    for g in FACE_SIZES:
+        ok = "" if eligible(size_rows[g]) else f"   (above {MARGIN:g}x the mean face on a set)"
+        print(row(f"face_size = {g:.2f}", size_rows[g], names) + ok)
+    best_size = min((g for g in FACE_SIZES if eligible(size_rows[g])), key=lambda g: size_rows[g]["avg"])
+    print(f"-> {best_size:.2f} (the package's value: {fitting.DEFAULT_FACE_SIZE:g})")
+
+    # 4. focal prior -------------------------------------------------------------------------
+    print("\n4. focal_spread (prior on log f; the mix's faces are all 1.2 m away, so a narrow prior "
+          "is right by construction)")
+    print(header)
+    spread_rows = {}
+    for sp in FOCAL_SPREADS:
+        spread_rows[sp] = evaluate(model, sets, focal_spread=sp)[None]
+        print(row(f"focal_spread = {sp:g}", spread_rows[sp], names))
+
+    # 5. the defaults against the old fit ------------------------------------------------------
+    final = evaluate(model, sets)[None]
+    ortho = evaluate(model, sets, projection="orthographic")[None]
+    old = tables["orthographic, sigma_l = 2.5 px (old default)"]
+    print("\n5. the package's defaults")
+    print(header)
+    print(row("mean face (no fit)", mean_row, names))
+    print(row("old default (orthographic, 2.5 px, size 1)", old, names))
+    print(row("defaults, projection='orthographic'", ortho, names))
+    print(row("defaults", final, names))
+    print(f"at most {MARGIN:g}x the mean face's error on every set: {eligible(final)}; ms per fit (landmarks only): {final['ms']:.1f}")
 
     result = {
-        "benchmark": "tune_fitting: lam, sigma_l, lam_expr of fit_landmarks by validation",
+        "benchmark": "tune_fitting: defaults of fit_landmarks by validation on a mix",
         "seeds": [SEED0, SEED0 + args.n - 1], "conditions": list(synth.CONDITIONS),
-        "n_subjects": len(subs), "population": "default synth.Population(), landmark_noise 0.7 px",
-        "parametrisation": "only lam * sigma_l^2 matters; lam fixed at 0.5 (MAP under alpha ~ N(0, I)), "
-                           "sigma_l tuned in px; lam_expr in the units of lam",
-        "chosen": chosen,
-        "mean_face": strip(mean_row),
-        "sigma_l": {str(k): strip(v) for k, v in sig_rows.items()},
-        "equivalent_lam_sigma": {"lam": lam_equiv, "sigma_l": 1.0, "all": eq["all"], "max_abs_diff_mm": diff},
-        "lam_expr": {str(k): strip(v) for k, v in le_rows.items()},
-        "variants": {k: strip(v) for k, v in var_rows.items()},
-        "ms_with_image_median": float(np.median(ms_img)),
-        "beats_mean_face": beats,
+        "sets": {k: {kk: (vv.__dict__ if hasattr(vv, "__dict__") else vv) for kk, vv in v.items()}
+                 for k, v in mix().items()},
+        "n_subjects": sum(map(len, sets.values())),
+        "mean_face": mean_row, "camera_and_sigma": tables,
+        "sigma_l_per_residual": {str(k): v for k, v in per_rows.items()}, "best_per_residual": best_per,
+        "face_size": {f"{g:.2f}": v for g, v in size_rows.items()}, "best_face_size": best_size,
+        "focal_spread": {str(k): v for k, v in spread_rows.items()},
+        "defaults": final, "defaults_orthographic": ortho, "margin": MARGIN,
+        "within_margin_of_mean_face": eligible(final),
+        "package": dict(SIGMA_L_PER_RESIDUAL=fitting.SIGMA_L_PER_RESIDUAL, SIGMA_L_MIN=fitting.SIGMA_L_MIN,
+                        DEFAULT_FACE_SIZE=fitting.DEFAULT_FACE_SIZE, DEFAULT_FOCAL_SPREAD=fitting.DEFAULT_FOCAL_SPREAD,
+                        DEFAULT_FOCAL_DISTANCE=fitting.DEFAULT_FOCAL_DISTANCE),
         "loadavg_start": load0, "machine": _common.machine_info(),
     }
     _common.write_results(args.out, result)

@@ -136,6 +136,13 @@ def landmarks(x, name: str = "landmarks", n: int = 68, batch: bool = False, imag
     if not np.all(np.isfinite(a)):
         bad = np.flatnonzero(~np.isfinite(a.reshape(-1, n, 2)).all(2).all(0))
         raise ValueError(f"{name} contains NaN or infinite values (landmarks {bad.tolist()})")
+    sets = a.reshape(-1, n, 2)
+    sv = np.linalg.svd(sets - sets.mean(1, keepdims=True), compute_uv=False)        # (M, 2)
+    flat = sv[:, 1] <= 1e-3 * np.maximum(sv[:, 0], 1e-12)
+    if flat.any():
+        which = "" if not batch else f" (sets {np.flatnonzero(flat)[:10].tolist()})"
+        what = "all at one point" if np.any(sv[flat, 0] < 1e-9) else "on one line"
+        raise ValueError(f"{name} are {what}{which}: the landmarks of a face span an area")
     if image_hw is not None:
         H, W = image_hw
         m = LANDMARK_MARGIN_PX

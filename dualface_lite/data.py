@@ -45,7 +45,7 @@ import numpy as np
 
 from . import paths
 from .checks import DualfaceWarning
-from .fitting import DEFAULT_LAM, DEFAULT_SIGMA_L, fit_landmarks
+from .fitting import DEFAULT_FACE_SIZE, DEFAULT_LAM, DEFAULT_SIGMA_L, PROJECTIONS, fit_landmarks
 from .groundtruth import (DEFAULT_LANDMARK_MAX_RESIDUAL, DEFAULT_REJECT_DISTANCE, ground_truth,
                           scan_landmark_ids)
 from .model import MorphableModel
@@ -89,7 +89,10 @@ class DatasetConfig:
     image_size : photo size in px.
     max_yaw, landmark_noise, scan_spacing, scan_noise, scan_holes : passed to
         :func:`dualface_lite.synth.make_subject` (degrees, px, mm, mm, count).
-    fit_lam, fit_sigma_l : ``lambda`` and ``sigma_L`` of eq. (4) for ``S_0``.
+    fit_lam, fit_sigma_l : ``lambda`` and ``sigma_L`` of eq. (4) for ``S_0`` (``fit_sigma_l=None``:
+        estimated from each photo's landmarks, the fit's default).
+    fit_projection, fit_face_size : the fit's camera (``"perspective"`` or ``"orthographic"``)
+        and its prior face size (:func:`dualface_lite.fitting.fit_landmarks`).
     landmark_max_residual, nicp_stiffness, nicp_landmark_weight, nicp_rigid_init,
         nicp_reject_distance : the settings of the Fig. 2 step
         (:func:`dualface_lite.groundtruth.ground_truth`'s ``landmark_max_residual`` (mm),
@@ -114,7 +117,9 @@ class DatasetConfig:
     scan_noise: float = 0.2
     scan_holes: int = 3
     fit_lam: float = DEFAULT_LAM
-    fit_sigma_l: float = DEFAULT_SIGMA_L
+    fit_sigma_l: float | None = DEFAULT_SIGMA_L
+    fit_projection: str = "perspective"
+    fit_face_size: float = DEFAULT_FACE_SIZE
     landmark_max_residual: float = DEFAULT_LANDMARK_MAX_RESIDUAL
     nicp_stiffness: tuple = tuple(DEFAULT_STIFFNESS)
     nicp_landmark_weight: float = DEFAULT_LANDMARK_WEIGHTS
@@ -157,11 +162,15 @@ class DatasetConfig:
             if not (np.isfinite(v) and v >= 0):
                 raise ValueError(f"{nm} must be a finite non-negative number, got {getattr(self, nm)!r}")
             object.__setattr__(self, nm, v)
-        for nm in ("scan_spacing", "fit_sigma_l", "nicp_reject_distance", "covered_distance"):
+        for nm in ("scan_spacing", "fit_sigma_l", "fit_face_size", "nicp_reject_distance", "covered_distance"):
+            if nm == "fit_sigma_l" and self.fit_sigma_l is None:
+                continue
             v = float(getattr(self, nm))
             if not (np.isfinite(v) and v > 0):
                 raise ValueError(f"{nm} must be a positive number, got {getattr(self, nm)!r}")
             object.__setattr__(self, nm, v)
+        if self.fit_projection not in PROJECTIONS:
+            raise ValueError(f"fit_projection must be one of {PROJECTIONS}, got {self.fit_projection!r}")
         object.__setattr__(self, "nicp_rigid_init", bool(self.nicp_rigid_init))
         object.__setattr__(self, "keep_scans", bool(self.keep_scans))
         if not isinstance(self.population, Population):
@@ -220,7 +229,8 @@ class DatasetConfig:
 
     def fit_kwargs(self) -> dict:
         """The keyword arguments of :func:`dualface_lite.fitting.fit_landmarks` this config uses."""
-        return dict(lam=self.fit_lam, sigma_l=self.fit_sigma_l)
+        return dict(lam=self.fit_lam, sigma_l=self.fit_sigma_l, projection=self.fit_projection,
+                    face_size=self.fit_face_size)
 
     def ground_truth_kwargs(self) -> dict:
         """The keyword arguments of :func:`dualface_lite.groundtruth.ground_truth` this config uses."""

@@ -8,8 +8,8 @@ writes the shape part as eq. (4)::
 
 with ``S_alpha = u_bar + sum_i alpha_i sigma_i u_i`` (:mod:`dualface_lite.model`);
 the kit adds the six SFM expression weights ``e`` with a small ridge. ``Proj`` is
-a scaled orthographic camera (pose unknown too), and ``pi_i`` picks the vertex
-behind landmark ``i``. :func:`fit_landmarks` solves it in three pieces:
+the camera (pose unknown too), and ``pi_i`` picks the vertex behind landmark ``i``.
+:func:`fit_landmarks` solves it in four pieces:
 
 1. **Camera** (:func:`estimate_camera`): the scaled orthographic camera that maps
    3D landmark vertices onto the 2D landmarks -- a linear affine estimate, the
@@ -19,11 +19,22 @@ behind landmark ``i``. :func:`fit_landmarks` solves it in three pieces:
    photo. With the current face and pose each jaw landmark is re-assigned to the
    silhouette vertex in its direction, and it counts only across the jaw line
    (it may slide along it).
-3. **Shape** (:func:`solve_shape`): for a fixed camera the projection is linear
-   in ``(alpha, e)``, so eq. (4) is linear least squares, solved in closed form
-   by one small linear solve (the normal equations). A few Levenberg-Marquardt
+3. **Shape** (:func:`solve_shape`): for a fixed orthographic camera the projection
+   is linear in ``(alpha, e)``, so eq. (4) is linear least squares, solved in closed
+   form by one small linear solve (the normal equations). A few Levenberg-Marquardt
    steps then move pose and shape together (:func:`_gauss_newton`), because the
    camera/shape alternation alone crawls along the pitch <-> depth valley.
+4. **Pinhole camera** (default ``projection="perspective"``): a photo is a perspective
+   image, and a face close to the camera is visibly distorted (the nose magnified
+   against the ears). From the orthographic fit, Levenberg-Marquardt refines pose,
+   shape, expression and the focal length together under ``u = c + f P V / d``
+   (:func:`_perspective_lm`).
+
+``sigma_L`` is scale-free: it is stated for a face of a reference size in the photo
+(``SIGMA_L_REFERENCE`` px per mm) and scaled with the face, and by default it is
+estimated from the landmarks themselves (:func:`landmark_sigma`). No photo tells a
+face's absolute size (twice as large and twice as far projects the same); the prior
+sets it (``face_size``).
 
 Then the vertex colours of the paper: the colour of the pixel each visible
 vertex projects to; invisible vertices get exactly 0 (r, g, b).
@@ -43,21 +54,34 @@ from .camera import Camera
 from .model import IBUG_JAW, IBUG_NOT_JAW, MorphableModel
 
 __all__ = ["Fit", "fit_landmarks", "estimate_camera", "solve_shape", "contour_correspondences",
-           "silhouette_along_rays", "RAY_ORIGIN_DEPTH_MM", "sample_colors", "landmark_box", "photo_colors", "make_fit", "CONTOUR_METHODS",
-           "DEFAULT_LAM", "DEFAULT_SIGMA_L", "DEFAULT_LAM_EXPR"]
+           "silhouette_along_rays", "RAY_ORIGIN_DEPTH_MM", "sample_colors", "landmark_box", "photo_colors",
+           "make_fit", "landmark_sigma", "CONTOUR_METHODS", "PROJECTIONS", "DEFAULT_LAM", "DEFAULT_SIGMA_L",
+           "DEFAULT_LAM_EXPR", "DEFAULT_FACE_SIZE", "DEFAULT_FOCAL_DISTANCE", "DEFAULT_FOCAL_SPREAD",
+           "SIGMA_L_REFERENCE", "SIGMA_L_MIN", "SIGMA_L_PER_RESIDUAL"]
 
 CONTOUR_METHODS = ("ray", "outline", "candidates", "fixed")
 _GN_STEPS = 5        # Levenberg-Marquardt steps per iteration of the fit
 _WEDGE_DEG = 2.0     # half-angle of the rays of the "ray" contour update
 
-# Defaults chosen by benchmarks/tune_fitting.py on validation subjects (seeds 50000+, 3
-# conditions, default synth.Population, 0.7 px landmark noise; its figures are in
-# benchmarks/README.md): lam stays at 0.5 (MAP under alpha ~ N(0, I)); sigma_l = 2.5 px had
-# the lowest mean vertex error; lam_expr = 0.01 (a small ridge keeps the normal equations
-# positive definite).
+# Defaults chosen by benchmarks/tune_fitting.py on a validation mix (seeds 50000+: the kit's
+# population, the model's prior, faces further outside its span, 0.92x / 1.08x face sizes,
+# landmark noise 0.5-5 px, yaw up to 45 deg; its figures are in benchmarks/README.md).
+# lam stays at 0.5 (MAP under alpha ~ N(0, I)); with sigma_l and focal fixed only lam * sigma_l^2
+# matters.
 DEFAULT_LAM = 0.5
-DEFAULT_SIGMA_L = 2.5
-DEFAULT_LAM_EXPR = 0.01
+DEFAULT_SIGMA_L = None       # None: estimated from the landmarks (landmark_sigma)
+DEFAULT_LAM_EXPR = 0.01      # a small ridge keeps the normal equations positive definite
+SIGMA_L_REFERENCE = 0.89     # px per mm: the face size at which sigma_l is stated (the kit's photos)
+SIGMA_L_MIN = 0.5            # px at the reference size: the floor of the estimate
+SIGMA_L_PER_RESIDUAL = 2.0   # the estimate: this times the rms landmark residual of a first fit
+_SIGMA_L_FIRST = 2.5         # px at the reference size: the first iteration when sigma_l is estimated
+DEFAULT_FACE_SIZE = 1.04     # prior face size relative to the fitted shape (no photo tells it)
+DEFAULT_FOCAL_DISTANCE = 1200.0   # mm: the centre of the focal length's prior (f = scale * distance)
+DEFAULT_FOCAL_SPREAD = 1.0        # its spread in log f (a factor e either way)
+PROJECTIONS = ("perspective", "orthographic")
+_PERSPECTIVE_PASSES = 2      # jaw contour + Levenberg-Marquardt under the pinhole camera
+_PERSPECTIVE_STEPS = 8
+_MIN_DISTANCE_MM = 150.0     # a pinhole camera closer than this to the face's centre is a wrong focal length
 _DEPTH_MM = 1000.0  # an orthographic camera's t[2]: only sets depths (face ~1 m in front)
 
 
@@ -167,14 +191,115 @@ def _refine_camera(X, y, R, s, t2, n_iter: int = 10):
     return R, s, t2
 
 
-def _make_camera(R, s, t2, width, height, depth_ref: float = 0.0) -> Camera:
-    """An orthographic :class:`Camera` with principal point at the image centre.
+def _perspective_lm(X0: np.ndarray, Bp: np.ndarray, y: np.ndarray, R: np.ndarray, t: np.ndarray, f: float,
+                    c: np.ndarray, w: np.ndarray, Wl=None, n_iter: int = 8, log_f_prior=None,
+                    tol: float = 1e-10):
+    """Levenberg-Marquardt on eq. (4) under a pinhole camera:
+
+        E = sum_i || W_i (f P V_i / d_i - y_i) ||^2 + sum_k w_k c_k^2 [+ rho^2 (log f - mu)^2]
+
+    with ``V_i = R X_i(c) + t`` (view frame), ``d_i = -V_i[2]`` its depth,
+    ``X_i(c) = X0_i + Bp_i c``, ``P = [I2 0]`` and ``y`` the landmarks in the y-up frame
+    centred on the principal point. Unknowns: rotation (axis-angle update
+    ``R <- exp([w]_x) R``), translation ``t`` (3), the coefficients ``c`` and, when
+    ``log_f_prior = (mu, rho)`` is given (else ``f`` stays fixed), the perspective's
+    strength ``a``: ``f -> f e^a`` and the face's mean depth ``d_bar -> d_bar e^a``
+    together. That keeps the image scale ``f / d`` and changes only how much nearer
+    points are magnified; stepping ``log f`` and ``t_z`` apart instead crawls along the
+    narrow valley where ``f / d`` is constant. Jacobian rows of landmark ``i``
+    (``q = f / d_i``, ``x, y`` the view coordinates)::
+
+        dy_i/dV_i = q [[1, 0, x/d], [0, 1, y/d]],   dV/dw = -[R X_i]_x,   dV/dt = I,
+        dV/dc = R Bp_i,   dy_i/da = y_i - dbar * dy_i/dV_z.
+    """
+    L, _, K = Bp.shape
+    fit_f = log_f_prior is not None
+    nf = 1 if fit_f else 0
+    P = 6 + nf + K
+    sw = np.sqrt(w)
+
+    def resid(R, t, f, c):
+        V = (X0 + Bp @ c if K else X0) @ R.T + t
+        d = -V[:, 2]
+        if np.any(d <= 1e-6):
+            return None
+        r = f * V[:, :2] / d[:, None] - y
+        r = (r if Wl is None else (Wl @ r[:, :, None])[:, :, 0]).reshape(-1)
+        parts = [r, sw * c]
+        if fit_f:
+            parts.append([log_f_prior[1] * (np.log(f) - log_f_prior[0])])
+        return np.concatenate(parts)
+
+    r = resid(R, t, f, c)
+    cost = r @ r
+    mu = 1e-4
+    J = np.zeros((len(r), P))
+    J[2 * L:2 * L + K, 6 + nf:] = np.diag(sw)
+    if fit_f:
+        J[-1, 6] = log_f_prior[1]
+    Jd = J[:2 * L].reshape(L, 2, P)
+    for _ in range(n_iter):
+        Y = (X0 + Bp @ c if K else X0) @ R.T
+        V = Y + t
+        d = -V[:, 2]
+        dbar = float(d.mean())
+        q = f / d
+        G = np.zeros((L, 2, 3))                      # d(projection)/dV
+        G[:, 0, 0] = G[:, 1, 1] = q
+        G[:, 0, 2], G[:, 1, 2] = q * V[:, 0] / d, q * V[:, 1] / d
+        Sk = np.zeros((L, 3, 3))                     # -[Y]_x
+        Sk[:, 0, 1], Sk[:, 0, 2] = Y[:, 2], -Y[:, 1]
+        Sk[:, 1, 0], Sk[:, 1, 2] = -Y[:, 2], Y[:, 0]
+        Sk[:, 2, 0], Sk[:, 2, 1] = Y[:, 1], -Y[:, 0]
+        Jd[:, :, 0:3] = G @ Sk
+        Jd[:, :, 3:6] = G
+        if fit_f:   # f and the distance together (f e^a, d e^a): the perspective's strength alone
+            Jd[:, :, 6] = q[:, None] * V[:, :2] - G[:, :, 2] * dbar
+        if K:
+            Jd[:, :, 6 + nf:] = G @ (R @ Bp)
+        if Wl is not None:
+            Jd[:] = Wl @ Jd
+        H, g = J.T @ J, J.T @ r
+        dH = np.diag(H) + 1e-12
+        ok = False
+        for _ in range(10):
+            Hd = H.copy()
+            Hd[np.diag_indices_from(Hd)] += mu * dH
+            step = np.linalg.solve(Hd, -g)
+            if -(g @ step) <= tol * max(cost, 1e-30):
+                break
+            Rn = _rodrigues(step[:3]) @ R
+            tn = t + step[3:6]
+            fn = f
+            if fit_f:
+                fn = f * np.exp(step[6])
+                tn[2] -= dbar * np.expm1(step[6])
+            cn_ = c + step[6 + nf:]
+            rn = resid(Rn, tn, fn, cn_)
+            if rn is not None and rn @ rn <= cost:
+                ok = True
+                break
+            mu *= 10.0
+        if not ok:
+            break
+        cn = rn @ rn
+        done = cost - cn <= tol * max(cost, 1e-30)
+        R, t, f, c, r, cost = Rn, tn, fn, cn_, rn, cn
+        mu = max(mu / 10.0, 1e-9)
+        if done:
+            break
+    U, _, Vt = np.linalg.svd(R)
+    return U @ Vt, t, float(f), c
+
+
+def _make_camera(R, s, t2, width, height, depth_ref: float = 0.0, center=None) -> Camera:
+    """An orthographic :class:`Camera` (principal point ``center``, default the image centre).
     ``depth_ref`` is ``r3 . X`` of a reference point, placed ``_DEPTH_MM`` in front."""
     t = np.array([t2[0], t2[1], -_DEPTH_MM - depth_ref])
-    return Camera(R=R, t=t, focal=s, width=width, height=height, kind="orthographic")
+    return Camera(R=R, t=t, focal=s, width=width, height=height, kind="orthographic", center=center)
 
 
-def estimate_camera(points3d, points2d, width: int, height: int, refine: bool = True) -> Camera:
+def estimate_camera(points3d, points2d, width: int, height: int, refine: bool = True, center=None) -> Camera:
     """The scaled orthographic camera that best maps ``points3d`` onto ``points2d``.
 
     Parameters
@@ -218,14 +343,14 @@ def estimate_camera(points3d, points2d, width: int, height: int, refine: bool = 
     Xc = X - X.mean(0)
     if np.linalg.svd(Xc, compute_uv=False)[1] < 1e-9 * max(1.0, np.abs(Xc).max()):
         raise ValueError("points3d are (nearly) collinear: the camera is not determined")
-    cx, cy = (int(width) - 1) / 2.0, (int(height) - 1) / 2.0
+    cx, cy = ((int(width) - 1) / 2.0, (int(height) - 1) / 2.0) if center is None else map(float, center)
     y = np.stack([uv[:, 0] - cx, cy - uv[:, 1]], axis=1)
     if np.ptp(y, axis=0).max() < 1e-9:
         raise ValueError("points2d are all at one pixel: the camera is not determined")
     R, s, t2 = _affine_camera(X, y)
     if refine:
         R, s, t2 = _refine_camera(X, y, R, s, t2)
-    return _make_camera(R, s, t2, width, height, depth_ref=float(R[2] @ X.mean(0)))
+    return _make_camera(R, s, t2, width, height, depth_ref=float(R[2] @ X.mean(0)), center=(cx, cy))
 
 
 # ---------------------------------------------------------------------------
@@ -475,6 +600,24 @@ def _sample(img: np.ndarray, uv: np.ndarray, vis: np.ndarray) -> np.ndarray:
     return out
 
 
+def landmark_sigma(residuals, weights, scale: float) -> float:
+    """``sigma_L`` of eq. (4) estimated from a first fit's landmark residuals (the default
+    of :func:`fit_landmarks`), in px of the photo.
+
+    ``residuals`` (68, 2) px (y-up frame), ``weights`` (68, 2, 2) the per-landmark
+    ``W_i`` (:func:`fit_landmarks`: the jaw landmarks count only across the jaw line),
+    ``scale`` the face's size in the photo (px per mm). The root-mean-square residual per
+    counted coordinate (``136 - 16`` of them), times ``SIGMA_L_PER_RESIDUAL``: the
+    residual of a first fit is smaller than the landmarks' noise plus what the model
+    cannot express, because the fit has absorbed part of it. Never below
+    ``SIGMA_L_MIN`` px at the reference size (``SIGMA_L_REFERENCE`` px/mm), scaled to the
+    photo's size like everything else.
+    """
+    r = np.asarray(weights, dtype=np.float64) @ np.asarray(residuals, dtype=np.float64)[:, :, None]
+    rms = float(np.sqrt((r**2).sum() / (2 * 68 - len(IBUG_JAW))))
+    return max(SIGMA_L_MIN * scale / SIGMA_L_REFERENCE, SIGMA_L_PER_RESIDUAL * rms)
+
+
 # ---------------------------------------------------------------------------
 # the fit
 # ---------------------------------------------------------------------------
@@ -489,16 +632,20 @@ class Fit:
     colors : (N, 3) float32 in [0, 1], the photo's colour at each visible vertex
         (bilinear), exactly 0 at invisible ones (all 0 without an image).
     visible : (N,) bool, vertices the fitted camera sees (all False without an image).
-    camera : the fitted orthographic :class:`Camera` (its ``R``, ``t`` are the pose;
-        ``focal`` = scale in px/mm; width/height = the image's, or :func:`landmark_box`).
+    camera : the fitted :class:`Camera` (its ``R``, ``t`` are the pose): a pinhole camera
+        (``focal`` in px) by default, or an orthographic one (``focal`` = scale in px/mm);
+        width/height = the image's, or :func:`landmark_box`.
     alpha : (m,) float32 identity coefficients (in standard deviations; zeros
         beyond ``n_components``), ``expr`` : (6,) float32 blendshape weights, so
-        ``vertices == model.shape(alpha, expr)``.
+        ``vertices == scale * model.shape(alpha, expr)``.
     landmark_vertices : (68,) int, the vertex behind each landmark (jaw ones
         from the contour update).
     landmarks_fit : (68, 2) float32, where those vertices project (px).
     landmark_error : mean distance (px) between the given and the fitted landmarks.
     n_iter : iterations run; ``seconds`` : wall time of the fit.
+    scale : the ``face_size`` applied (1 for the baselines).
+    sigma_l : the ``sigma_L`` used, in px at the reference size ``SIGMA_L_REFERENCE``
+        (NaN for the baselines).
     """
 
     vertices: np.ndarray
@@ -512,6 +659,8 @@ class Fit:
     landmarks_fit: np.ndarray
     n_iter: int = 0
     seconds: float = 0.0
+    scale: float = 1.0
+    sigma_l: float = float("nan")
 
     @property
     def angles(self) -> tuple[float, float, float]:
@@ -570,9 +719,12 @@ def make_fit(model: MorphableModel, vertices, camera: Camera, landmark_vertices,
 
 
 def fit_landmarks(model: MorphableModel, landmarks, image=None, *, lam: float = DEFAULT_LAM,
-                  sigma_l: float = DEFAULT_SIGMA_L, n_iter: int = 3, fit_expressions: bool = True,
+                  sigma_l: float | None = DEFAULT_SIGMA_L, n_iter: int = 3, fit_expressions: bool = True,
                   n_components: int | None = None, lam_expr: float = DEFAULT_LAM_EXPR,
-                  contour: str = "ray", jaw: str = "slide", joint: bool = True) -> Fit:
+                  contour: str = "ray", jaw: str = "slide", joint: bool = True,
+                  projection: str = "perspective", focal: float | None = None,
+                  focal_distance: float = DEFAULT_FOCAL_DISTANCE, focal_spread: float = DEFAULT_FOCAL_SPREAD,
+                  face_size: float = DEFAULT_FACE_SIZE) -> Fit:
     """Fit the morphable model to 68 landmarks: pose, shape (eq. (4)), colours.
 
     This is the paper's personalised template ``S_0`` (section III-B-1).
@@ -588,16 +740,19 @@ def fit_landmarks(model: MorphableModel, landmarks, image=None, *, lam: float = 
         ``u`` in ``[-1, W]`` and ``v`` in ``[-1, H]`` (a detector's jaw points may
         touch the border; farther out means the landmarks belong to another image).
     lam : ``lambda`` of eq. (4), the weight of ``||alpha||^2``.
-    sigma_l : ``sigma_L`` of eq. (4), the landmark noise in px.
-        Only ``lam * sigma_l^2`` matters (scaling eq. (4) does not move its
-        minimum). The kit keeps ``lam = 0.5``, which makes eq. (4) the MAP
-        estimate under the model's own prior ``alpha ~ N(0, I)`` and Gaussian
-        landmark noise of std ``sigma_l``, and tunes ``sigma_l`` on validation
-        subjects (``benchmarks/tune_fitting.py``): the default 2.5 px is larger
-        than the detector's noise (0.7 px) because it also absorbs what the model
-        and the orthographic camera cannot express. For exact landmarks of faces
-        inside the model, 0.5 px does better. The synthetic faces are about
-        130 px wide; for other photos scale ``sigma_l`` with the face's size.
+    sigma_l : ``sigma_L`` of eq. (4), the landmark noise in px *for a face imaged at the
+        reference size* ``SIGMA_L_REFERENCE`` = 0.89 px per mm (the kit's photos: a face
+        about 130 px wide). The fit measures the face's size in the photo (the scale of a first camera
+        estimate, px per mm of the mean face) and uses ``sigma_l * scale / 0.89``, so the
+        same face photographed at 130, 500 or 2000 px gives the same ``S_0``.
+        ``None`` (default): estimated from the landmarks (:func:`landmark_sigma`: the
+        residual of a first fit, never below 0.5 px at the reference size), which follows
+        the detector's noise (0.5 to 5 px in the validation) and what the model cannot
+        express. With ``sigma_l`` and ``focal`` given, only ``lam * sigma_l^2`` matters
+        (scaling eq. (4) does not move its minimum; the focal length's prior is weighed
+        against the landmarks, so it breaks this when the focal length is estimated);
+        the kit keeps ``lam = 0.5``, the MAP estimate under the model's own prior
+        ``alpha ~ N(0, I)`` with Gaussian landmark noise.
     n_iter : iterations of jaw contour -> shape -> pose (3 suffice; see the benchmark).
     fit_expressions : also solve for the 6 expression weights (else ``expr = 0``).
     n_components : use only the first ``n_components`` PCA components (default: all m).
@@ -613,6 +768,26 @@ def fit_landmarks(model: MorphableModel, landmarks, image=None, *, lam: float = 
         closed-form shape step (default); ``False`` alternates only (closed-form
         shape, then :func:`estimate_camera`), which is the textbook scheme but
         converges slowly.
+    projection : ``"perspective"`` (default): after the orthographic start, refine pose,
+        shape and expression under a pinhole camera (step 4); ``"orthographic"``: stop at
+        the scaled orthographic fit (the textbook model; fine for faces far away).
+    focal : the pinhole camera's focal length in px, when known (e.g. from the photo's
+        EXIF data); ``None`` (default): estimated, with a log-normal prior centred on
+        ``scale * focal_distance`` (the face ``focal_distance`` mm away; ``scale`` as for
+        ``sigma_l``) of spread ``focal_spread`` (in ``log f``: 1.0 means a factor e).
+        From landmarks alone the focal length is determined only for faces close to the
+        camera, and only as well as the face's depth is known: for the mean face at
+        40-50 cm it comes within about 6 %; for an unknown face the shape absorbs part
+        of the perspective (0.8 to 1.6x at 40 cm); at 1-2 m the prior decides. The
+        shape suffers little either way (chapter 2 compares known and estimated ``f``).
+    face_size : the size of the face relative to the shape the landmarks give. The same
+        landmarks fit a face twice as large twice as far away, so no photo tells a face's
+        absolute size; the prior does, and the fit without this factor is biased small
+        (shrinkage towards the mean). The default 1.04 was chosen by validation
+        (``benchmarks/tune_fitting.py``). ``vertices = face_size * model.shape(alpha,
+        expr)``, and the camera is scaled with the face, so no pixel moves.
+    The principal point is the photo's centre, or without a photo the middle of the
+    landmarks.
 
     Returns
     -------
@@ -634,12 +809,18 @@ def fit_landmarks(model: MorphableModel, landmarks, image=None, *, lam: float = 
        less face depth project almost alike, so the camera-then-shape
        alternation zig-zags along that valley. On exact orthographic landmarks
        of in-model faces, many alternations still leave millimetres of error
-       where a few joint steps reach a tenth of a millimetre.
-    3. Colours, as the paper: visibility by z-buffer
-       (:func:`dualface_lite.render.vertex_visibility` with the fitted
-       orthographic camera), then the photo's colour (bilinear) at each visible
-       vertex and exactly 0 at the others. Without an image, ``visible`` is all
-       False and ``colors`` all 0.
+       where a few joint steps reach a tenth of a millimetre. With ``sigma_l=None``
+       the first iteration uses 2.5 px and the next ones :func:`landmark_sigma`.
+    3. Perspective (``projection="perspective"``): the pinhole camera that matches the
+       orthographic one (``f / d = s``, the face ``d = f / s`` away), then twice: jaw
+       contour for that camera, and Levenberg-Marquardt on eq. (4) with the pinhole
+       projection over rotation, translation, ``log f`` (when estimated) and the
+       coefficients together (:func:`_perspective_lm`).
+    4. ``face_size``: the face and the camera scaled together (no pixel moves).
+    5. Colours, as the paper: visibility by z-buffer
+       (:func:`dualface_lite.render.vertex_visibility` with the fitted camera), then
+       the photo's colour (bilinear) at each visible vertex and exactly 0 at the
+       others. Without an image, ``visible`` is all False and ``colors`` all 0.
 
     Everything is vectorized numpy (no loop over vertices): a fit takes a few
     milliseconds, plus one rasterization for the colours.
@@ -650,8 +831,16 @@ def fit_landmarks(model: MorphableModel, landmarks, image=None, *, lam: float = 
     img = None if image is None else checks.rgb_image(image)
     L = checks.landmarks(landmarks, image_hw=None if img is None else img.shape[:2])
     lam = checks.number(lam, "lam")
-    sigma_l = checks.number(sigma_l, "sigma_l", positive=True)
+    if sigma_l is not None:
+        sigma_l = checks.number(sigma_l, "sigma_l", positive=True)
     lam_expr = checks.number(lam_expr, "lam_expr")
+    face_size = checks.number(face_size, "face_size", positive=True)
+    if projection not in PROJECTIONS:
+        raise ValueError(f"projection must be one of {PROJECTIONS}, got {projection!r}")
+    if focal is not None:
+        focal = checks.number(focal, "focal", positive=True)
+    focal_distance = checks.number(focal_distance, "focal_distance", positive=True)
+    focal_spread = checks.number(focal_spread, "focal_spread", positive=True)
     if isinstance(n_iter, bool) or not isinstance(n_iter, (int, np.integer)) or n_iter < 1:
         raise ValueError(f"n_iter must be a positive integer, got {n_iter!r}")
     m = model.n_components
@@ -665,8 +854,10 @@ def fit_landmarks(model: MorphableModel, landmarks, image=None, *, lam: float = 
         raise ValueError(f"jaw must be 'slide' or 'point', got {jaw!r}")
     if img is not None:
         H, W = img.shape[:2]
-    else:
+        centre = np.array([(W - 1) / 2.0, (H - 1) / 2.0])
+    else:   # no photo: the principal point is the middle of the landmarks (moves and scales with them)
         W, H = landmark_box(L)
+        centre = 0.5 * (L.min(0) + L.max(0))
 
     arr = _model_arrays(model)
     mean, Bflat, B = arr["mean"], arr["Bflat"], arr["B"]
@@ -678,33 +869,66 @@ def fit_landmarks(model: MorphableModel, landmarks, image=None, *, lam: float = 
         full[cols] = c
         return (mean.reshape(-1) + Bflat @ full).reshape(-1, 3)
 
-    y = np.stack([L[:, 0] - (W - 1) / 2.0, (H - 1) / 2.0 - L[:, 1]], axis=1)   # y-up, centred
-    w = 2.0 * sigma_l**2 * np.r_[np.full(k, lam), np.full(n_e, lam_expr)]       # ridge of eq. (4)
+    y = np.stack([L[:, 0] - centre[0], centre[1] - L[:, 1]], axis=1)   # y-up, centred
     Wl = _jaw_weights(y, jaw)
     lm_vert = model.ibug68.astype(np.int64).copy()
     inner = IBUG_NOT_JAW
 
     V, c = mean, np.zeros(len(cols))
-    cam = estimate_camera(V[lm_vert[inner]], L[inner], W, H, refine=joint is False)
-    for _ in range(int(n_iter)):
+    cam = estimate_camera(V[lm_vert[inner]], L[inner], W, H, refine=True, center=centre)
+    s0 = cam.focal                         # the face's size in the photo (px per mm of the mean face)
+    # sigma_l is stated for a face at the reference size; when it is to be estimated, the first
+    # iteration uses _SIGMA_L_FIRST
+    sig = (_SIGMA_L_FIRST if sigma_l is None else sigma_l) * s0 / SIGMA_L_REFERENCE
+    w = 2.0 * sig**2 * np.r_[np.full(k, lam), np.full(n_e, lam_expr)]       # ridge of eq. (4)
+    for it in range(int(n_iter)):
+        if it == 1 and sigma_l is None:   # sigma_L from the landmarks: how well the first fit explains them
+            sig = landmark_sigma(y - cam.focal * (V[lm_vert] @ cam.R[:2].T + cam.t[:2]), Wl, s0)
+            w = 2.0 * sig**2 * np.r_[np.full(k, lam), np.full(n_e, lam_expr)]
         lm_vert[IBUG_JAW] = contour_correspondences(model, V, cam, L, method=contour, wedge_deg=_WEDGE_DEG)
         Bl = B[lm_vert][:, :, cols]
         if len(cols):   # (b) eq. (4) in closed form for the current camera
-            c = solve_shape(cam, mean[lm_vert], Bl, L, lam, sigma_l, lam_expr, n_components=k, n_expr=n_e,
+            c = solve_shape(cam, mean[lm_vert], Bl, L, lam, sig, lam_expr, n_components=k, n_expr=n_e,
                             weights=Wl)
         if joint:       # (c) pose and shape together
             R, s, t2, c = _gauss_newton(mean[lm_vert], Bl, y, cam.R, cam.focal, cam.t[:2], c, w,
                                         n_iter=_GN_STEPS, Wl=Wl)
             V = face(c)
-            cam = _make_camera(R, s, t2, W, H)
+            cam = _make_camera(R, s, t2, W, H, center=centre)
         else:           # (c') textbook alternation: camera for the new shape
             V = face(c)
-            cam = estimate_camera(V[lm_vert], L, W, H)
+            cam = estimate_camera(V[lm_vert], L, W, H, center=centre)
+    if projection == "perspective":   # 3. the pinhole camera, started from the orthographic fit
+        f = focal if focal is not None else s0 * focal_distance
+        d = f / cam.focal
+        if d < _MIN_DISTANCE_MM:
+            raise ValueError(f"focal={f:g} px puts the face {d:.0f} mm from the camera (the face is "
+                             f"{cam.focal:.3g} px per mm in the photo): the focal length in px is about "
+                             f"the image width / (2 tan(fov / 2)), e.g. {s0 * 400:.0f} px for a face 40 cm away")
+        t = np.array([cam.t[0], cam.t[1], -d - float(cam.R[2] @ V[lm_vert].mean(0))])
+        prior = None if focal is not None else (np.log(s0 * focal_distance), sig / focal_spread)
+        R = cam.R
+        for _ in range(_PERSPECTIVE_PASSES):
+            cam = Camera(R=R, t=t, focal=f, width=W, height=H, kind="perspective", center=centre)
+            lm_vert[IBUG_JAW] = contour_correspondences(model, V, cam, L, method=contour, wedge_deg=_WEDGE_DEG)
+            R, t, f, c = _perspective_lm(mean[lm_vert], B[lm_vert][:, :, cols], y, R, t, f, c, w, Wl=Wl,
+                                         n_iter=_PERSPECTIVE_STEPS, log_f_prior=prior)
+            V = face(c)
+        cam = Camera(R=R, t=t, focal=f, width=W, height=H, kind="perspective", center=centre)
     lm_vert[IBUG_JAW] = contour_correspondences(model, V, cam, L, method=contour, wedge_deg=_WEDGE_DEG)
     alpha = np.zeros(m)
     alpha[:k] = c[:k]
     expr = np.zeros(model.n_expressions)
     expr[:n_e] = c[k:]
-    fit = make_fit(model, V, cam, lm_vert, L, img, alpha, expr, n_iter=int(n_iter))
+    # 4. the face's size: the same landmarks fit a face g times as large seen g times as far (or with
+    # 1/g the scale); the photo cannot tell, the prior does. Scale the face and the camera together.
+    g = face_size
+    if cam.kind == "perspective":
+        cam = cam.with_pose(t=g * cam.t)
+    else:
+        cam = Camera(R=cam.R, t=np.r_[g * cam.t[:2], cam.t[2]], focal=cam.focal / g, width=W, height=H,
+                     kind="orthographic", center=centre)
+    fit = make_fit(model, g * V, cam, lm_vert, L, img, alpha, expr, n_iter=int(n_iter))
+    fit.scale, fit.sigma_l = float(g), float(sig * SIGMA_L_REFERENCE / s0)
     fit.seconds = time.perf_counter() - t0
     return fit

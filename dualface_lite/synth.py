@@ -73,6 +73,8 @@ class Population:
     crease_gain : how much the albedo darkens in recessed detail (colour carries
         a little shape information, as in real skin).
     seed : fixes the population's own structure (shift direction).
+    size : every face scaled by this factor about the model's origin (1 = the model's
+        own size; people differ by about +-7 % in head size).
     """
 
     alpha_shift: float = 1.5
@@ -85,12 +87,15 @@ class Population:
     detail_scale: float = 14.0
     crease_gain: float = 0.15
     seed: int = 2024
+    size: float = 1.0
 
     def __post_init__(self):
         for name in ("mode_mean", "mode_std"):
             v = getattr(self, name)
             if len(v) != N_MODES:
                 raise ValueError(f"{name} must have {N_MODES} entries (one per mode of population_modes), got {len(v)}")
+        if not (np.isfinite(self.size) and self.size > 0):
+            raise ValueError(f"size must be a positive number, got {self.size!r}")
         if not 0 <= self.tone_mode < N_MODES:
             raise ValueError(f"tone_mode must be in [0, {N_MODES - 1}], got {self.tone_mode}")
 
@@ -433,6 +438,8 @@ def make_subject(seed: int = 0, condition: str = "neutral", model: MorphableMode
     D = population_modes(model)
     extra = np.tensordot(modes, D, axes=1) + detail
     vertices = (model.shape(alpha, expr) + extra).astype(np.float32)
+    if pop.size != 1.0:
+        vertices = (vertices * np.float32(pop.size)).astype(np.float32)
 
     normals0 = _render.vertex_normals(model.mean, model.triangles)
     crease = (extra * normals0).sum(1)

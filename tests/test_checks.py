@@ -56,7 +56,8 @@ def test_triangles_and_meshes():
 
 
 def test_landmarks():
-    L = np.full((68, 2), 50.0)
+    ang = np.linspace(0, 2 * np.pi, 68, endpoint=False)
+    L = 50.0 + 20.0 * np.stack([np.cos(ang), np.sin(ang)], axis=1)
     assert checks.landmarks(L, image_hw=(100, 100)).shape == (68, 2)
     assert checks.landmarks(L[None].repeat(3, 0), batch=True).shape == (3, 68, 2)
     with pytest.raises(ValueError, match=r"landmarks must have shape \(68, 2\)"):
@@ -74,6 +75,14 @@ def test_landmarks():
     checks.landmarks(edge, image_hw=(100, 101))
     with pytest.raises(ValueError, match="not an array of numbers"):
         checks.landmarks([["a", "b"]] * 68)
+    # no area: all on one point, or on one line (also within a batch)
+    with pytest.raises(ValueError, match="landmarks are all at one point"):
+        checks.landmarks(np.full((68, 2), 50.0))
+    line = np.stack([np.linspace(10, 90, 68), 0.5 * np.linspace(10, 90, 68)], axis=1)
+    with pytest.raises(ValueError, match="landmarks are on one line"):
+        checks.landmarks(line)
+    with pytest.raises(ValueError, match=r"on one line \(sets \[1\]\)"):
+        checks.landmarks(np.stack([L, line]), batch=True)
 
 
 def test_number():

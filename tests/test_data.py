@@ -45,7 +45,18 @@ def _sha(p: Path) -> str:
 # one subject
 # ---------------------------------------------------------------------------
 
-@pytest.mark.parametrize("seed,condition", [(200000, "neutral"), (200001, "expression")])
+# Measured (default config: the perspective fit, sigma_L estimated, face size 1.04) mean vertex error in
+# mm of S0 and S_hat, and S_hat / S0 where the scan has data. The old orthographic fit (sigma_L = 2.5 px,
+# no face size) gave S0 5.97 / 4.23, S_hat 2.80 / 1.74 mm: S0 improved more than S_hat did, so
+# S_hat / S0 rose (0.47 -> 0.44 neutral, 0.41 -> 0.56 expression) while both errors fell. The bounds sit
+# ~20 % above these figures.
+S_HAT_MEASURED = {
+    (200000, "neutral"): dict(s0=4.66, s_hat=2.04, covered_ratio=0.357),
+    (200001, "expression"): dict(s0=2.72, s_hat=1.54, covered_ratio=0.474),
+}
+
+
+@pytest.mark.parametrize("seed,condition", list(S_HAT_MEASURED))
 def test_build_subject_s_hat_beats_s0(model, seed, condition):
     cfg = DatasetConfig(**TINY)
     rec = build_subject(cfg, seed, condition, model)
@@ -59,11 +70,13 @@ def test_build_subject_s_hat_beats_s0(model, seed, condition):
     # S0, S_hat and the true surface all live in the model's object frame: compare vertex by vertex
     e0 = np.linalg.norm(rec["s0"] - rec["true"], axis=1)
     eh = np.linalg.norm(rec["s_hat"] - rec["true"], axis=1)
-    # measured S_hat / S0 error: 0.47 (neutral), 0.41 (expression); where the scan has data 0.38, 0.33
-    assert eh.mean() < 0.56 * e0.mean(), (e0.mean(), eh.mean())
+    ref = S_HAT_MEASURED[seed, condition]
+    assert e0.mean() < 1.2 * ref["s0"], e0.mean()
+    assert eh.mean() < 1.2 * ref["s_hat"], eh.mean()
+    assert eh.mean() < 1.2 * ref["s_hat"] / ref["s0"] * e0.mean(), (e0.mean(), eh.mean())   # S_hat beats S0
     cov = rec["covered"]
     assert 0.5 < cov.mean() < 1.0
-    assert eh[cov].mean() < eh.mean() and eh[cov].mean() < 0.45 * e0[cov].mean()
+    assert eh[cov].mean() < eh.mean() and eh[cov].mean() < 1.2 * ref["covered_ratio"] * e0[cov].mean()
     # the NICP targets came from the scan, near the true landmark vertices
     ids = scan_landmark_ids(model)
     hits = rec["scan_landmarks"]
@@ -124,8 +137,16 @@ def test_changed_setting_gets_its_own_key_and_folder(built, model):
     assert DatasetConfig.from_dict(json.loads(json.dumps(cfg.to_dict()))).key() == cfg.key()
     assert replace(cfg, name="other").key() == cfg.key()                        # the name is only a label
     for change in (dict(landmark_noise=0.5), dict(population=Population.prior()), dict(nicp_stiffness=(20, 3)),
-                   dict(keep_scans=True), dict(n_test=4), dict(test_seed=310000)):
+                   dict(keep_scans=True), dict(n_test=4), dict(test_seed=310000),
+                   dict(fit_projection="orthographic"), dict(fit_face_size=1.0), dict(fit_sigma_l=2.5),
+                   dict(population=Population(size=1.1))):
         assert replace(cfg, **change).key() != cfg.key(), change
+    assert cfg.fit_kwargs() == dict(lam=cfg.fit_lam, sigma_l=None, projection="perspective",
+                                    face_size=cfg.fit_face_size)
+    for bad, match in ((dict(fit_projection="fisheye"), "fit_projection"), (dict(fit_face_size=0.0), "fit_face_size"),
+                       (dict(fit_sigma_l=-1.0), "fit_sigma_l")):
+        with pytest.raises(ValueError, match=match):
+            replace(cfg, **bad)
     small = DatasetConfig(name="tiny", n_train=3, n_test=3, scan_holes=2)
     f2 = build_dataset(small, workers=2, progress=False, model=model)
     assert f2 != folder and f2.parent == folder.parent and verify_dataset(f2) and verify_dataset(folder)

@@ -167,7 +167,18 @@ def test_population_checks_its_settings():
         synth.Population(mode_std=(1.0,) * (synth.N_MODES + 1))
     with pytest.raises(ValueError, match="tone_mode"):
         synth.Population(tone_mode=synth.N_MODES)
+    with pytest.raises(ValueError, match="size must be a positive number"):
+        synth.Population(size=0.0)
     assert synth.Population.prior().tone_gain == 0.0
+
+
+def test_population_size_scales_the_faces(model):
+    """Population.size: the same people, every face scaled about the model's origin."""
+    a = synth.make_subject(11, "expression", model=model, with_scan=False)
+    b = synth.make_subject(11, "expression", model=model, population=synth.Population(size=1.1), with_scan=False)
+    np.testing.assert_allclose(b.vertices, 1.1 * a.vertices, rtol=1e-6, atol=1e-4)
+    np.testing.assert_array_equal(b.alpha, a.alpha)
+    assert np.ptp(b.landmarks[:, 0]) > 1.05 * np.ptp(a.landmarks[:, 0])    # a larger face in the photo
 
 
 def test_draws_of_a_photo_are_the_subjects(model):
