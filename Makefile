@@ -1,21 +1,26 @@
 # One entry point for students, instructors and CI.
 #   make book   create .venv, fetch the face model, install the offline web assets, build the book
-#   make test   everything `make book` does, then the test suite (unit, chapters, browser)
+#   make test   everything `make book` does, then the test suite (unit, chapters, browser, JupyterLab)
+#   make lab    the chapters in JupyterLab (notebooks/), with the kit's venv as the kernel
 # Offline: set DUALFACE_SFM_DIR to a folder that holds the Surrey Face Model files.
+# A laptop without an NVIDIA GPU: TORCH_INDEX=https://download.pytorch.org/whl/cpu make lab
+# installs PyTorch's CPU-only build (the venv about 1.6 GB) instead of the CUDA build (about 6.1 GB).
 
 PY      ?= python3.11
 VENV    ?= .venv
 BIN     := $(VENV)/bin
 PYTEST_ARGS ?=
+TORCH_INDEX ?=
 
-.PHONY: env model assets book test bench clean
+.PHONY: env model assets book test lab bench clean clean-env
 
 env: $(VENV)/.installed
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e ".[book,test]"
+	$(if $(TORCH_INDEX),$(BIN)/python -m pip install --quiet torch --index-url $(TORCH_INDEX))
+	$(BIN)/python -m pip install --quiet -e ".[book,test,lab]"
 	touch $@
 
 model: env
@@ -36,6 +41,9 @@ book: env model assets
 test: book
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
+lab: env model
+	$(BIN)/jupyter lab --config=lab/jupyter_lab_config.py notebooks/
+
 bench: env model
 	$(BIN)/python benchmarks/bench_render.py
 	$(BIN)/python benchmarks/bench_fitting.py
@@ -44,3 +52,6 @@ bench: env model
 
 clean:
 	rm -rf _build
+
+clean-env:
+	rm -rf $(VENV)

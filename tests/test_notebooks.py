@@ -292,10 +292,29 @@ def test_every_chapter_has_expected_figures():
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
 def test_committed_without_outputs(path):
+    """Committed clean, so JupyterLab opens a chapter with nothing to distrust (no outputs to
+    sanitise) and no widget views to miss (no saved widget state), on the kit's kernel."""
     nb = json.loads(path.read_text())
     for cell in nb["cells"]:
         if cell["cell_type"] == "code":
             assert not cell.get("outputs") and cell.get("execution_count") is None, f"{path.name} has outputs"
+    assert "widgets" not in nb["metadata"], f"{path.name} holds saved widget state"
+    assert "signature" not in nb["metadata"], f"{path.name} holds a trust signature"
+    assert nb["metadata"]["kernelspec"]["name"] == "python3", nb["metadata"]["kernelspec"]
+
+
+@pytest.mark.notebooks
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
+def test_book_download_is_the_chapter(path):
+    """The .ipynb a reader downloads from a chapter's page is the chapter's notebook, byte for byte
+    (Jupyter Book links the source it built from)."""
+    page = BUILD / "html" / "notebooks" / f"{path.stem}.html"
+    assert page.exists(), f"{page} is missing: build the book first (make book)"
+    links = set(re.findall(r'href="([^"]+\.ipynb)"', page.read_text()))
+    assert links, f"{page.name} offers no .ipynb download"
+    for link in links:
+        target = (page.parent / link).resolve()
+        assert target.name == path.name and target.read_bytes() == path.read_bytes(), (link, target)
 
 
 @pytest.mark.notebooks
