@@ -42,6 +42,7 @@ test: book
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 lab: env model
+	$(BIN)/jupyter trust notebooks/*.ipynb
 	$(BIN)/jupyter lab --config=lab/jupyter_lab_config.py notebooks/
 
 bench: env model

@@ -27,10 +27,11 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
+import secrets
 import signal
 import socket
-import secrets
 import subprocess
 import sys
 import time
@@ -40,17 +41,23 @@ from urllib.request import urlopen
 
 import pytest
 
+from test_book_browser import CHROMIUM, CHROMIUM_ARGS, LOCAL_HOSTS, ROOT  # one browser set-up for both
+
 pytestmark = pytest.mark.browser
 
-ROOT = Path(__file__).resolve().parent.parent
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--enable-unsafe-swiftshader",
-                 "--disable-background-networking", "--disable-component-update", "--no-first-run"]
 LAB_CONFIG = ROOT / "lab" / "jupyter_lab_config.py"
-LOCAL_HOSTS = {"127.0.0.1", "localhost"}
 CHAPTERS = ("01_faces_as_data.ipynb", "02_fitting_landmarks.ipynb")
 RUN_TIMEOUT_S = 90          # one chapter, all cells (chapter 2 runs in about 20 s)
 STEP_TIMEOUT_MS = 60_000    # one widget change: the kernel's callback and the redraw
+
+#: JupyterLab's own start-up, not the chapters: opening the first notebook it starts a kernel and
+#: replaces it half a second later (with the preferred kernel), polling the kernel list meanwhile;
+#: jupyter_server 2.21 can answer that poll with a 500 while the new kernel is half made (its
+#: ``last_activity`` not yet set), and the debugger's state request to the replaced kernel is
+#: cancelled. These console messages, and that one server error, are allowed; nothing else is.
+STARTUP_CONSOLE_NOISE = ("Failed to load resource: the server responded with a status of 500",
+                         "Could not restore the debugger state")
+STARTUP_SERVER_ERROR = "Uncaught exception GET /api/kernels"
 
 #: JS: the Output widget of the cell whose slider has this description
 OUTPUT_OF = """(desc) => {
@@ -112,6 +119,9 @@ def lab(tmp_path_factory):
                JUPYTERLAB_SETTINGS_DIR=str(base / "settings"), JUPYTERLAB_WORKSPACES_DIR=str(base / "workspaces"),
                JUPYTER_DATA_DIR=str(base / "data"))
     env.pop("JUPYTER_PATH", None)
+    # as make lab does: sign the chapters (their own signature database, in the temporary data folder)
+    subprocess.run([str(jupyter), "trust", *(str(served / n) for n in CHAPTERS)], env=env, check=True,
+                   capture_output=True)
     log_path = base / "server.log"
     cmd = [str(jupyter), "lab", f"--config={LAB_CONFIG}", "--no-browser", "--ServerApp.ip=127.0.0.1",
            f"--ServerApp.port={port}", "--ServerApp.port_retries=0", f"--IdentityProvider.token={token}",
@@ -259,10 +269,21 @@ class Session:
             ".filter(t => t.includes('Traceback'))")
         assert not tracebacks, "a cell failed:\n" + "\n".join(t[:2000] for t in tracebacks)
         assert self.page.locator(".jp-Dialog").count() == 0, self.page.locator(".jp-Dialog").first.inner_text()
-        assert not self.errors, "\n".join(self.errors)
-        assert not self.external, f"requests left localhost: {self.external}"
         log = log_path.read_text()
-        assert "Traceback" not in log, log[-3000:]
+        uncaught = re.findall(r"Uncaught exception (\w+ \S+)", log)
+        assert all(u.startswith("GET /api/kernels") for u in uncaught), log[-3000:]
+        assert log.count("Traceback") == 2 * len(uncaught), log[-3000:]   # each: the KeyError, then the TraitError
+        assert all("'last_activity' trait" in t for t in re.findall(r"TraitError: .*", log)), log[-3000:]
+
+        def startup_noise(e: str) -> bool:
+            if STARTUP_CONSOLE_NOISE[0] in e:
+                return bool(uncaught)                 # the 500, only with the server's error to match
+            return STARTUP_CONSOLE_NOISE[1] in e and "Kernel shutdown" in log   # only with a replaced kernel
+
+        errors = [e for e in self.errors if not startup_noise(e)]
+        assert not errors, "\n".join(errors)
+        assert not self.external, f"requests left localhost: {self.external}"
+        assert "is not trusted" not in log, log[-3000:]
 
 
 def test_chapter_1_mode_slider_redraws_the_mesh(lab, browser):
@@ -299,7 +320,7 @@ def test_chapter_2_lambda_slider_refits(lab, browser):
         assert start.startswith("lambda = 0.5:") and "mean error" in start, start    # the default's refit
         s.press_slider("lambda", "End")                              # the last value, the strongest prior
         after = s.wait_for_change(TEXT_IN_OUTPUT, "lambda", start)
-        assert after.startswith("lambda = 30:"), after
+        assert after.startswith("lambda = 50:"), after
         e0, e1 = (float(t.split("mean error ")[1].split(" mm")[0]) for t in (start, after))
         assert e0 != e1                                            # a new fit, a new error
         s.check_clean(log_path)
