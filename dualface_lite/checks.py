@@ -118,8 +118,10 @@ def mesh(m, name: str = "mesh") -> tuple[np.ndarray, np.ndarray]:
     return V, triangles(F, len(V), f"{name} faces")
 
 
-def landmarks(x, name: str = "landmarks", n: int = 68, batch: bool = False, image_hw=None) -> np.ndarray:
-    """iBUG landmark pixels ``(u, v)``: (n, 2), or (M, n, 2) with ``batch``; float64, finite.
+def landmarks(x, name: str = "landmarks", n: int = 68, batch: bool = False, image_hw=None,
+              flat_ok: bool = False) -> np.ndarray:
+    """iBUG landmark pixels ``(u, v)``: (n, 2), or (M, n, 2) with ``batch``; float64, finite; a set
+    must span an area (not all on one point or one line) unless ``flat_ok`` (e.g. residuals).
 
     With ``image_hw = (H, W)`` every landmark must lie inside the image, within
     ``LANDMARK_MARGIN_PX`` beyond its outer pixel edges."""
@@ -139,7 +141,7 @@ def landmarks(x, name: str = "landmarks", n: int = 68, batch: bool = False, imag
     sets = a.reshape(-1, n, 2)
     sv = np.linalg.svd(sets - sets.mean(1, keepdims=True), compute_uv=False)        # (M, 2)
     flat = sv[:, 1] <= 1e-3 * np.maximum(sv[:, 0], 1e-12)
-    if flat.any():
+    if flat.any() and not flat_ok:
         which = "" if not batch else f" (sets {np.flatnonzero(flat)[:10].tolist()})"
         what = "all at one point" if np.any(sv[flat, 0] < 1e-9) else "on one line"
         raise ValueError(f"{name} are {what}{which}: the landmarks of a face span an area")

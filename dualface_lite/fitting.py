@@ -613,7 +613,12 @@ def landmark_sigma(residuals, weights, scale: float) -> float:
     ``SIGMA_L_MIN`` px at the reference size (``SIGMA_L_REFERENCE`` px/mm), scaled to the
     photo's size like everything else.
     """
-    r = np.asarray(weights, dtype=np.float64) @ np.asarray(residuals, dtype=np.float64)[:, :, None]
+    res = checks.landmarks(residuals, "residuals", flat_ok=True)
+    W = np.asarray(weights, dtype=np.float64)
+    if W.shape != (68, 2, 2) or not np.all(np.isfinite(W)):
+        raise ValueError(f"weights must be (68, 2, 2) finite matrices, got shape {W.shape}")
+    scale = checks.number(scale, "scale", positive=True)
+    r = W @ res[:, :, None]
     rms = float(np.sqrt((r**2).sum() / (2 * 68 - len(IBUG_JAW))))
     return max(SIGMA_L_MIN * scale / SIGMA_L_REFERENCE, SIGMA_L_PER_RESIDUAL * rms)
 

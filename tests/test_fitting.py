@@ -552,3 +552,17 @@ def test_degenerate_landmarks_are_rejected(model, photo_subject, projection):
     line = np.stack([np.linspace(10, 100, 68), np.full(68, 50.0)], axis=1)
     with pytest.raises(ValueError, match="landmarks are on one line"):
         fit_landmarks(model, line, projection=projection)
+
+
+def test_landmark_sigma_rejects_bad_input():
+    W = np.tile(np.eye(2), (68, 1, 1))
+    with pytest.raises(ValueError, match=r"residuals must have shape \(68, 2\)"):
+        fitting.landmark_sigma(np.zeros((67, 2)), W, 0.9)
+    with pytest.raises(ValueError, match="residuals contains NaN"):
+        fitting.landmark_sigma(np.full((68, 2), np.nan), W, 0.9)
+    with pytest.raises(ValueError, match=r"weights must be \(68, 2, 2\)"):
+        fitting.landmark_sigma(np.zeros((68, 2)), W[:, :1], 0.9)
+    with pytest.raises(ValueError, match="scale must be positive"):
+        fitting.landmark_sigma(np.zeros((68, 2)), W, 0.0)
+    # zero residuals are fine (a perfect first fit): the floor
+    assert fitting.landmark_sigma(np.zeros((68, 2)), W, 0.89) == pytest.approx(fitting.SIGMA_L_MIN)
