@@ -311,6 +311,8 @@ def estimate_camera(points3d, points2d, width: int, height: int, refine: bool = 
     width, height : image size in px; the camera's principal point is the image
         centre ``((width-1)/2, (height-1)/2)``.
     refine : polish the linear estimate by Gauss-Newton on the reprojection error.
+    center : the principal point ``(cx, cy)`` in px (default: the image centre);
+        :func:`fit_landmarks` passes the middle of the landmarks when it has no photo.
 
     Returns
     -------
@@ -774,7 +776,7 @@ def fit_landmarks(model: MorphableModel, landmarks, image=None, *, lam: float = 
         shape, then :func:`estimate_camera`), which is the textbook scheme but
         converges slowly.
     projection : ``"perspective"`` (default): after the orthographic start, refine pose,
-        shape and expression under a pinhole camera (step 4); ``"orthographic"``: stop at
+        shape and expression under a pinhole camera (step 3 below); ``"orthographic"``: stop at
         the scaled orthographic fit (the textbook model; fine for faces far away).
     focal : the pinhole camera's focal length in px, when known (e.g. from the photo's
         EXIF data); ``None`` (default): estimated, with a log-normal prior centred on
