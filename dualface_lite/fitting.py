@@ -747,8 +747,8 @@ def fit_landmarks(model: MorphableModel, landmarks, image=None, *, lam: float = 
         ``u`` in ``[-1, W]`` and ``v`` in ``[-1, H]`` (a detector's jaw points may
         touch the border; farther out means the landmarks belong to another image).
     lam : ``lambda`` of eq. (4), the weight of ``||alpha||^2``.
-    sigma_l : ``sigma_L`` of eq. (4), the landmark noise in px *for a face imaged at the
-        reference size* ``SIGMA_L_REFERENCE`` = 0.89 px per mm (the kit's photos: a face
+    sigma_l : ``sigma_L`` of eq. (4), the landmark noise in px, stated for a face imaged at
+        the reference size ``SIGMA_L_REFERENCE`` = 0.89 px per mm (the kit's photos: a face
         about 130 px wide). The fit measures the face's size in the photo (the scale of a first camera
         estimate, px per mm of the mean face) and uses ``sigma_l * scale / 0.89``, so the
         same face photographed at 130, 500 or 2000 px gives the same ``S_0``.
