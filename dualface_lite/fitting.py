@@ -45,7 +45,7 @@ pixels ``(u, v)`` with ``v`` down and pixel centres at integers.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -914,14 +914,13 @@ def fit_landmarks(model: MorphableModel, landmarks, image=None, *, lam: float = 
                              f"the image width / (2 tan(fov / 2)), e.g. {s0 * 400:.0f} px for a face 40 cm away")
         t = np.array([cam.t[0], cam.t[1], -d - float(cam.R[2] @ V[lm_vert].mean(0))])
         prior = None if focal is not None else (np.log(s0 * focal_distance), sig / focal_spread)
-        R = cam.R
+        cam = Camera(R=cam.R, t=t, focal=f, width=W, height=H, kind="perspective", center=centre)
         for _ in range(_PERSPECTIVE_PASSES):
-            cam = Camera(R=R, t=t, focal=f, width=W, height=H, kind="perspective", center=centre)
             lm_vert[IBUG_JAW] = contour_correspondences(model, V, cam, L, method=contour, wedge_deg=_WEDGE_DEG)
-            R, t, f, c = _perspective_lm(mean[lm_vert], B[lm_vert][:, :, cols], y, R, t, f, c, w, Wl=Wl,
-                                         n_iter=_PERSPECTIVE_STEPS, log_f_prior=prior)
+            R, t, f, c = _perspective_lm(mean[lm_vert], B[lm_vert][:, :, cols], y, cam.R, cam.t, cam.focal, c,
+                                         w, Wl=Wl, n_iter=_PERSPECTIVE_STEPS, log_f_prior=prior)
             V = face(c)
-        cam = Camera(R=R, t=t, focal=f, width=W, height=H, kind="perspective", center=centre)
+            cam = replace(cam, R=R, t=t, focal=f)
     lm_vert[IBUG_JAW] = contour_correspondences(model, V, cam, L, method=contour, wedge_deg=_WEDGE_DEG)
     alpha = np.zeros(m)
     alpha[:k] = c[:k]
@@ -930,11 +929,8 @@ def fit_landmarks(model: MorphableModel, landmarks, image=None, *, lam: float = 
     # 4. the face's size: the same landmarks fit a face g times as large seen g times as far (or with
     # 1/g the scale); the photo cannot tell, the prior does. Scale the face and the camera together.
     g = face_size
-    if cam.kind == "perspective":
-        cam = cam.with_pose(t=g * cam.t)
-    else:
-        cam = Camera(R=cam.R, t=np.r_[g * cam.t[:2], cam.t[2]], focal=cam.focal / g, width=W, height=H,
-                     kind="orthographic", center=centre)
+    cam = (cam.with_pose(t=g * cam.t) if cam.kind == "perspective"
+           else replace(cam, t=np.r_[g * cam.t[:2], cam.t[2]], focal=cam.focal / g))
     fit = make_fit(model, g * V, cam, lm_vert, L, img, alpha, expr, n_iter=int(n_iter))
     fit.scale, fit.sigma_l = float(g), float(sig * SIGMA_L_REFERENCE / s0)
     fit.seconds = time.perf_counter() - t0
