@@ -20,7 +20,7 @@ $(VENV)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(if $(TORCH_INDEX),$(BIN)/python -m pip install --quiet torch --index-url $(TORCH_INDEX))
-	$(BIN)/python -m pip install --quiet -e ".[book,test,lab]"
+	$(BIN)/python -m pip install --quiet -e ".[book,test,lab,cluster]"
 	touch $@
 
 model: env
@@ -50,6 +50,7 @@ bench: env model
 	$(BIN)/python benchmarks/bench_fitting.py
 	$(BIN)/python benchmarks/bench_nicp.py
 	$(BIN)/python benchmarks/bench_mrf.py
+	$(BIN)/python benchmarks/bench_dataset.py
 
 clean:
 	rm -rf _build

@@ -59,14 +59,19 @@ from dualface_lite.mrf import MRFGC, MRFPrior, VertexNetworks, adamw, knn_fixed,
 
 
 # ----------------------------------------------------------------------------- data
-def load_data(size: str = "lite"):
-    """(train, test, condition names, source line) of the ``size`` dataset, built if missing."""
+def load_data(size: str = "lite", all_photos: bool = False):
+    """(train, test, condition names, source line) of the ``size`` dataset, built if missing; the
+    training split with one photo per capture (the one registered to its scan, as FRGC's), or with
+    every photo (``all_photos``)."""
     cfg = data.DatasetConfig.preset(size)
     folder = data.build_dataset(cfg, progress=True)      # served from the cache when it is there
     tr, te = data.load_split(cfg, "train"), data.load_split(cfg, "test")
+    if not all_photos:                                      # the chapter trains on the same
+        tr = tr.first_photos()
     split = lambda d: dict(s0=d.s0, colors=d.colors, s_hat=d.s_hat, true=d.true,  # noqa: E731
                            cond=np.asarray(d.condition, int))
-    return split(tr), split(te), list(tr.condition_names), f"{size} dataset ({folder.name}); targets S_hat"
+    which = "every photo" if all_photos else "one photo per capture"
+    return split(tr), split(te), list(tr.condition_names), f"{size} dataset ({folder.name}, {which}); targets S_hat"
 
 
 def errors(P, d, names):
@@ -183,11 +188,13 @@ def main(argv=None):
                     help="also run the Fig. 3 sweeps (K at 50 hidden units, hidden units at K = 10), full training")
     ap.add_argument("--size", choices=data.SIZES, default="lite",
                     help="dataset preset (paper: 2800 / 500 faces, built on first use; much longer)")
+    ap.add_argument("--all-photos", action="store_true",
+                    help="train on every photo of each training capture (default: the first photo of each)")
     args = ap.parse_args(argv)
     torch.set_num_threads(int(args.threads))
 
     t_all = time.perf_counter()
-    tr, te, names, source = load_data(args.size)
+    tr, te, names, source = load_data(args.size, args.all_photos)
     M, N = tr["s0"].shape[:2]
     print(f"data: {source}\n  train {M} faces, test {len(te['s0'])}, N = {N} vertices; "
           f"torch {torch.__version__}, {torch.get_num_threads()} threads\n", flush=True)

@@ -10,7 +10,7 @@ rebuilt stage by stage for teaching. One module per stage:
 - :mod:`dualface_lite.scans`   range images to meshes, FRGC .abs files
 - :mod:`dualface_lite.registration` optimal-step non-rigid ICP, ``nicp`` (Fig. 2)
 - :mod:`dualface_lite.groundtruth` the Fig. 2 step: S0 registered onto a scan -> S_hat
-- :mod:`dualface_lite.data`    the dataset of Fig. 2 (photo, landmarks, S0, S_hat), cached
+- :mod:`dualface_lite.data`    the dataset of Fig. 2 as FRGC: people, captures, photos (config, build, store)
 - :mod:`dualface_lite.mrf`     the learnable MRF prior: one shallow net per vertex
 - :mod:`dualface_lite.metrics` mean vertex error after rigid alignment
 - :mod:`dualface_lite.viz`     plotly figures for the book

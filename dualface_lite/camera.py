@@ -33,7 +33,11 @@ import numpy as np
 
 from . import checks
 
-__all__ = ["Camera", "rotation_matrix", "euler_angles", "perspective_camera", "orthographic_camera"]
+__all__ = ["Camera", "rotation_matrix", "euler_angles", "perspective_camera", "orthographic_camera",
+           "FaceCrop", "face_crop", "CROP_SCALE"]
+
+#: the face crop's side, in units of the larger side of the landmarks' bounding box (:func:`face_crop`)
+CROP_SCALE = 1.4
 
 
 def rotation_matrix(yaw: float = 0.0, pitch: float = 0.0, roll: float = 0.0) -> np.ndarray:
@@ -212,3 +216,107 @@ def orthographic_camera(width: int = 224, height: int = 224, scale: float = 1.0,
     target = np.asarray(target, dtype=np.float64)
     t = -R @ target + np.array([0.0, 0.0, -float(distance)])
     return Camera(R=R, t=t, focal=scale, width=width, height=height, kind="orthographic")
+
+
+# ---------------------------------------------------------------------------
+# the face crop: one rule for the fit, the dataset's network inputs and photos in the wild
+# ---------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class FaceCrop:
+    """A square window of a photo resampled to ``size`` x ``size`` pixels.
+
+    ``center`` (px, the photo's pixel convention) and ``side`` (px) give the window; crop pixel
+    ``(u', v')`` sees photo point ``center + (u' - (size - 1) / 2) * side / size`` (and the same
+    for ``v``), so pixel centres stay pixel centres. A crop is a change of pixel coordinates
+    only: :meth:`points` maps landmarks into it, :meth:`to_photo` back, :meth:`camera` gives
+    the camera that sees the crop.
+    """
+
+    center: tuple
+    side: float
+    size: int
+
+    def __post_init__(self):
+        c = np.asarray(self.center, dtype=np.float64).reshape(-1)
+        if c.shape != (2,) or not np.all(np.isfinite(c)):
+            raise ValueError(f"center must be two finite numbers (px), got {self.center!r}")
+        object.__setattr__(self, "center", (float(c[0]), float(c[1])))
+        side = checks.number(self.side, "side", positive=True)
+        object.__setattr__(self, "side", side)
+        if isinstance(self.size, bool) or not isinstance(self.size, (int, np.integer)) or self.size < 8:
+            raise ValueError(f"size must be an integer >= 8 (px), got {self.size!r}")
+        object.__setattr__(self, "size", int(self.size))
+
+    @property
+    def zoom(self) -> float:
+        """Crop pixels per photo pixel."""
+        return self.size / self.side
+
+    def points(self, uv) -> np.ndarray:
+        """Photo pixels (..., 2) -> crop pixels (..., 2), float32."""
+        uv = np.asarray(uv, dtype=np.float64)
+        if uv.ndim < 1 or uv.shape[-1] != 2:
+            raise ValueError(f"uv must have shape (..., 2) (pixel u, v), got {uv.shape}")
+        return ((uv - np.asarray(self.center)) * self.zoom + (self.size - 1) / 2.0).astype(np.float32)
+
+    def to_photo(self, uv) -> np.ndarray:
+        """Crop pixels (..., 2) -> photo pixels (..., 2): the inverse of :meth:`points`."""
+        uv = np.asarray(uv, dtype=np.float64)
+        if uv.ndim < 1 or uv.shape[-1] != 2:
+            raise ValueError(f"uv must have shape (..., 2) (pixel u, v), got {uv.shape}")
+        return (uv - (self.size - 1) / 2.0) / self.zoom + np.asarray(self.center)
+
+    def image(self, image, fill=0) -> np.ndarray:
+        """The crop of ``image`` (H, W, 3) uint8 -> (size, size, 3) uint8, bilinear; what lies
+        outside the photo is ``fill``. Other layouts are converted as
+        :func:`dualface_lite.checks.rgb_image` does."""
+        from PIL import Image
+
+        img = np.asarray(image)
+        if img.dtype != np.uint8 or img.ndim != 3 or img.shape[2] != 3:   # grayscale, RGBA, floats
+            img = np.round(checks.rgb_image(image, "image") * 255).astype(np.uint8)
+        # PIL's affine map sends output point (x, y) to input (a x + b y + c, ...), both with pixel
+        # centres at +0.5: x_in = (x_out - 0.5 - (size - 1) / 2) / zoom + center + 0.5
+        a = 1.0 / self.zoom
+        cx = self.center[0] + 0.5 - (0.5 + (self.size - 1) / 2.0) * a
+        cy = self.center[1] + 0.5 - (0.5 + (self.size - 1) / 2.0) * a
+        out = Image.fromarray(img).transform((self.size, self.size), Image.Transform.AFFINE,
+                                             (a, 0.0, cx, 0.0, a, cy), resample=Image.Resampling.BILINEAR,
+                                             fillcolor=(fill,) * 3 if np.isscalar(fill) else tuple(fill))
+        return np.asarray(out)
+
+    def camera(self, camera: "Camera") -> "Camera":
+        """The camera whose image is this crop of ``camera``'s photo (same pose; the focal
+        length scaled by :attr:`zoom`, the principal point moved)."""
+        c = self.points(camera.center[None])[0].astype(np.float64)
+        return replace(camera, focal=camera.focal * self.zoom, width=self.size, height=self.size, center=c)
+
+
+def face_crop(landmarks, size: int = 224, scale: float = CROP_SCALE, shift=(0.0, 0.0),
+              zoom: float = 1.0) -> FaceCrop:
+    """The kit's one face crop: a square centred on the middle of the landmarks' bounding box,
+    ``scale`` times its larger side, resampled to ``size`` px.
+
+    Parameters
+    ----------
+    landmarks : (K, 2) pixels, K >= 2 (the 68 iBUG points, or a detector's box corners).
+    size : the crop's side in px.
+    scale : the crop's side in units of the landmark box's larger side (:data:`CROP_SCALE`).
+    shift, zoom : a jitter for augmentation: the centre moves by ``shift`` (fractions of the side)
+        and the side is divided by ``zoom``; the defaults give the rule itself.
+
+    Notes
+    -----
+    The landmark fit uses the same box: without a photo its principal point is the crop's centre
+    (:func:`dualface_lite.fitting.fit_landmarks`); the dataset's network inputs are these crops.
+    """
+    L = checks.points(landmarks, "landmarks", dim=2, min_count=2)
+    scale = checks.number(scale, "scale", positive=True)
+    zoom = checks.number(zoom, "zoom", positive=True)
+    sh = np.asarray(shift, dtype=np.float64).reshape(-1)
+    if sh.shape != (2,) or not np.all(np.isfinite(sh)):
+        raise ValueError(f"shift must be two finite numbers, got {shift!r}")
+    lo, hi = L.min(0), L.max(0)
+    side = scale * max(float(np.max(hi - lo)), 1.0) / zoom
+    return FaceCrop(center=tuple(0.5 * (lo + hi) + sh * side), side=side, size=size)

@@ -50,7 +50,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from . import checks
-from .camera import Camera
+from .camera import Camera, face_crop
 from .model import IBUG_JAW, IBUG_NOT_JAW, MorphableModel
 
 __all__ = ["Fit", "fit_landmarks", "estimate_camera", "solve_shape", "contour_correspondences",
@@ -864,7 +864,7 @@ def fit_landmarks(model: MorphableModel, landmarks, image=None, *, lam: float = 
         centre = np.array([(W - 1) / 2.0, (H - 1) / 2.0])
     else:   # no photo: the principal point is the middle of the landmarks (moves and scales with them)
         W, H = landmark_box(L)
-        centre = 0.5 * (L.min(0) + L.max(0))
+        centre = np.asarray(face_crop(L).center)
 
     arr = _model_arrays(model)
     mean, Bflat, B = arr["mean"], arr["Bflat"], arr["B"]

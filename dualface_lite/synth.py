@@ -37,7 +37,7 @@ from . import render as _render
 from .camera import Camera, perspective_camera, orthographic_camera
 from .model import IBUG_JAW, MorphableModel
 
-__all__ = ["MODE_NAMES", "N_MODES", "Population", "Subject", "make_subject", "make_scan", "range_image",
+__all__ = ["MODE_NAMES", "N_MODES", "Population", "Person", "Subject", "make_person", "make_subject", "make_scan", "range_image",
            "jaw_outline", "CONDITIONS", "population_modes", "smooth_field", "skin_albedo", "draw_camera",
            "draw_expression"]
 
@@ -131,6 +131,7 @@ class Subject:
     landmark_vertices : (68,) vertex behind each landmark (the jaw ones follow the outline).
     visible : (N,) vertices seen by the camera.
     alpha, expr, modes, tone : the draws behind the face; ``detail`` (N, 3) displacement.
+    capture, photo : which capture of the person and which photo of it (:func:`make_subject`).
     """
 
     seed: int
@@ -151,6 +152,8 @@ class Subject:
     detail: np.ndarray
     lighting: object = None
     depth: np.ndarray = field(default=None, repr=False)
+    capture: int = 0
+    photo: int = 0
 
     @property
     def pose(self) -> tuple[float, float, float]:
@@ -393,11 +396,96 @@ def make_scan(vertices: np.ndarray, triangles: np.ndarray, R: np.ndarray, spacin
 # the subject
 # ---------------------------------------------------------------------------
 
+@dataclass
+class Person:
+    """A synthetic person: the identity draws shared by all their captures and photos.
+
+    Attributes
+    ----------
+    seed, condition : who they are (the condition is the person's: FRGC-like captures of one
+        person share it, as the paper's conditions of Figs. 7-9 group subjects).
+    alpha : (m,) float64 identity coefficients; ``modes`` (5,) the out-of-span mode coefficients;
+        ``tone`` in [0, 1]; ``detail`` (N, 3) the personal displacement.
+    extra : (N, 3) everything outside the PCA span (modes and detail), object frame, mm.
+    albedo : (N, 3) skin colour in [0, 1].
+    first_expression : (6,) the expression of capture 0 (drawn among the identity draws).
+    stream_state : the random stream's state after the identity draws; capture 0 and its
+        first photo continue it, so :func:`make_subject` with ``capture=0, photo=0`` is the
+        kit's original single-photo subject.
+    population : the :class:`Population` the person was drawn from.
+    """
+
+    seed: int
+    condition: str
+    alpha: np.ndarray = field(repr=False)
+    modes: np.ndarray = field(repr=False)
+    tone: float
+    detail: np.ndarray = field(repr=False)
+    extra: np.ndarray = field(repr=False)
+    albedo: np.ndarray = field(repr=False)
+    first_expression: np.ndarray = field(repr=False)
+    stream_state: dict = field(repr=False)
+    population: Population = field(repr=False)
+
+
+def _check_index(value, name: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
+        raise ValueError(f"{name} must be a non-negative integer, got {value!r}")
+    return int(value)
+
+
+def make_person(seed: int = 0, condition: str = "neutral", model: MorphableModel | None = None,
+                population: Population | None = None) -> Person:
+    """The identity of a synthetic person, the same for the same arguments on every machine.
+
+    One random stream per person (``seed``, ``condition``): identity ``alpha``, capture 0's
+    expression, skin tone, out-of-span modes, personal detail, albedo, in that order.
+    """
+    if condition not in CONDITIONS:
+        raise ValueError(f"condition must be one of {CONDITIONS}, got {condition!r}")
+    seed = _check_index(seed, "seed")
+    if model is None:
+        from .model import load_model
+
+        model = load_model()
+    pop = population or Population()
+    if not isinstance(pop, Population):
+        raise ValueError(f"population must be a synth.Population, got {type(pop).__name__}")
+    # the condition gets its own offset so that the three conditions of one seed are three people
+    rng = np.random.default_rng([seed, CONDITIONS.index(condition), 7])
+    alpha = pop.shift_vector(model.n_components) + pop.alpha_scale * rng.standard_normal(model.n_components)
+    alpha[:] = np.clip(alpha, -3.0, 3.0)
+    expr = draw_expression(rng, model.n_expressions) if condition == "expression" else np.zeros(model.n_expressions)
+    tone = float(rng.random())
+    # the four original modes from the person's stream; modes added later (mid-face) from a stream of
+    # their own, so that every other draw stays as it was
+    z = np.concatenate([rng.standard_normal(_N_ORIGINAL_MODES),
+                        np.random.default_rng([seed, CONDITIONS.index(condition), 8])
+                        .standard_normal(N_MODES - _N_ORIGINAL_MODES)])
+    modes = np.asarray(pop.mode_mean) + np.asarray(pop.mode_std) * z
+    modes[pop.tone_mode] += pop.tone_gain * (tone - 0.5)
+    detail = _personal_detail(model, rng, pop.detail_rms, pop.detail_scale)
+    extra = np.tensordot(modes, population_modes(model), axes=1) + detail
+    normals0 = _render.vertex_normals(model.mean, model.triangles)
+    crease = (extra * normals0).sum(1)
+    albedo = skin_albedo(model, tone, rng, crease=crease, crease_gain=pop.crease_gain)
+    return Person(seed=seed, condition=condition, alpha=alpha, modes=modes,
+                  tone=tone, detail=detail, extra=extra, albedo=albedo, first_expression=expr,
+                  stream_state=rng.bit_generator.state, population=pop)
+
+
+def _stream(state: dict) -> np.random.Generator:
+    g = np.random.Generator(np.random.PCG64())
+    g.bit_generator.state = state
+    return g
+
+
 def make_subject(seed: int = 0, condition: str = "neutral", model: MorphableModel | None = None,
                  population: Population | None = None, image_size: int = 224, max_yaw: float = 30.0,
                  landmark_noise: float = 0.7, scan_spacing: float = 1.0, scan_noise: float = 0.2,
-                 scan_holes: int = 3, with_scan: bool = True) -> Subject:
-    """One synthetic subject, the same for the same arguments on every machine.
+                 scan_holes: int = 3, with_scan: bool = True, capture: int = 0, photo: int = 0,
+                 person: Person | None = None) -> Subject:
+    """One photo of one capture of a synthetic person, the same for the same arguments on every machine.
 
     Parameters
     ----------
@@ -406,44 +494,48 @@ def make_subject(seed: int = 0, condition: str = "neutral", model: MorphableMode
         (neutral face, strong side light, dim ambient) -- as in the paper's Figs. 7-9.
     landmark_noise : std of the detector-like noise on the 68 landmarks (px).
     scan_spacing, scan_noise, scan_holes : see :func:`make_scan`.
+    capture, photo : which capture of the person (its own expression within the condition, its
+        own range scan) and which photo of that capture (pose, lighting, camera, background and
+        landmark noise re-drawn; the surface is the capture's). FRGC registers one photo to each
+        range image: here photo 0, the only one that carries the ``scan`` (``None`` for the others).
+    person : the :func:`make_person` of ``seed`` and ``condition`` when the caller already has it
+        (the builder makes it once per capture); it must match them.
+
+    Notes
+    -----
+    Random streams: the person's identity (:func:`make_person`); capture 0 and its photo 0
+    continue that stream, capture ``c > 0`` has its own (seed, condition, 9, c), photo
+    ``j > 0`` its own (seed, condition, 10, c, j). Adding captures or photos to a dataset
+    never changes the ones already there.
     """
     if condition not in CONDITIONS:
         raise ValueError(f"condition must be one of {CONDITIONS}, got {condition!r}")
-    if not isinstance(seed, (int, np.integer)) or seed < 0:
-        raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
+    seed = _check_index(seed, "seed")
+    capture, photo = _check_index(capture, "capture"), _check_index(photo, "photo")
     if image_size < 32:
         raise ValueError(f"image_size must be at least 32 px, got {image_size}")
     if model is None:
         from .model import load_model
 
         model = load_model()
-    pop = population or Population()
-    # one stream per subject; the condition gets its own offset so that the three
-    # conditions of one seed are three different people
-    rng = np.random.default_rng([int(seed), CONDITIONS.index(condition), 7])
+    if person is None:
+        person = make_person(seed, condition, model=model, population=population)
+    elif (person.seed, person.condition) != (seed, condition) or person.population != (population or Population()):
+        raise ValueError(f"person is ({person.seed}, {person.condition!r}) with its own population; it does not "
+                         f"match seed={seed}, condition={condition!r} and the population given")
+    pop = person.population
+    ci = CONDITIONS.index(condition)
 
-    # identity, expression, out-of-span modes, detail
-    alpha = pop.shift_vector(model.n_components) + pop.alpha_scale * rng.standard_normal(model.n_components)
-    alpha[:] = np.clip(alpha, -3.0, 3.0)
-    expr = draw_expression(rng, model.n_expressions) if condition == "expression" else np.zeros(model.n_expressions)
-    tone = float(rng.random())
-    # the four original modes from the subject's stream; modes added later (mid-face) from a stream of
-    # their own, so that every other draw of a subject stays as it was
-    z = np.concatenate([rng.standard_normal(_N_ORIGINAL_MODES),
-                        np.random.default_rng([int(seed), CONDITIONS.index(condition), 8])
-                        .standard_normal(N_MODES - _N_ORIGINAL_MODES)])
-    modes = np.asarray(pop.mode_mean) + np.asarray(pop.mode_std) * z
-    modes[pop.tone_mode] += pop.tone_gain * (tone - 0.5)
-    detail = _personal_detail(model, rng, pop.detail_rms, pop.detail_scale)
-    D = population_modes(model)
-    extra = np.tensordot(modes, D, axes=1) + detail
-    vertices = (model.shape(alpha, expr) + extra).astype(np.float32)
+    # the capture: its expression and its stream (which photo 0 and the scan continue)
+    if capture == 0:
+        rng_c, expr = _stream(person.stream_state), person.first_expression
+    else:
+        rng_c = np.random.default_rng([seed, ci, 9, capture])
+        expr = draw_expression(rng_c, model.n_expressions) if condition == "expression" else np.zeros(model.n_expressions)
+    vertices = (model.shape(person.alpha, expr) + person.extra).astype(np.float32)
     if pop.size != 1.0:
         vertices = (vertices * np.float32(pop.size)).astype(np.float32)
-
-    normals0 = _render.vertex_normals(model.mean, model.triangles)
-    crease = (extra * normals0).sum(1)
-    albedo = skin_albedo(model, tone, rng, crease=crease, crease_gain=pop.crease_gain)
+    rng = rng_c if photo == 0 else np.random.default_rng([seed, ci, 10, capture, photo])
 
     # pose and camera
     cam = draw_camera(rng, image_size, max_yaw=max_yaw)
@@ -451,7 +543,7 @@ def make_subject(seed: int = 0, condition: str = "neutral", model: MorphableMode
 
     # the photo: normals turned into the view frame, since the light is given there
     normals = _render.vertex_normals(vertices, model.triangles) @ cam.R.T
-    shaded = _render.shade(normals, albedo, lighting)
+    shaded = _render.shade(normals, person.albedo, lighting)
     ren = _render.render(cam, vertices, model.triangles, colors=shaded)
     img = ren.image.astype(np.float64) / 255.0
     bg = _background(image_size, image_size, rng)
@@ -468,11 +560,11 @@ def make_subject(seed: int = 0, condition: str = "neutral", model: MorphableMode
 
     scan, T = None, np.eye(4)
     T[:3, :3], T[:3, 3] = cam.R, cam.t
-    if with_scan:
+    if with_scan and photo == 0:
         scan, _, _ = make_scan(vertices, model.triangles, cam.R, spacing=scan_spacing, noise=scan_noise,
                                n_holes=scan_holes, rng=rng)
-    return Subject(seed=int(seed), condition=condition, image=image, landmarks=landmarks, scan=scan,
-                   vertices=vertices, albedo=albedo, camera=cam, scan_transform=T,
-                   landmark_vertices=lm_vert, visible=ren.visible, alpha=alpha.astype(np.float32),
-                   expr=expr.astype(np.float32), modes=modes.astype(np.float32), tone=tone,
-                   detail=detail, lighting=lighting, depth=ren.depth)
+    return Subject(seed=seed, condition=condition, image=image, landmarks=landmarks, scan=scan,
+                   vertices=vertices, albedo=person.albedo, camera=cam, scan_transform=T,
+                   landmark_vertices=lm_vert, visible=ren.visible, alpha=person.alpha.astype(np.float32),
+                   expr=np.asarray(expr, dtype=np.float32), modes=person.modes.astype(np.float32), tone=person.tone,
+                   detail=person.detail, lighting=lighting, depth=ren.depth, capture=capture, photo=photo)

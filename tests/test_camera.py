@@ -1,6 +1,7 @@
 import numpy as np
 import pytest
 
+import dualface_lite as df
 from dualface_lite.camera import Camera, euler_angles, orthographic_camera, perspective_camera, rotation_matrix
 
 
@@ -98,3 +99,52 @@ def test_unproject_inverts_project_and_rays_hit_the_points(rng, kind):
         cam.unproject(uv, d[:3])
     with pytest.raises(ValueError, match="frame"):
         cam.unproject(uv, d, frame="world")
+
+
+# ---------------------------------------------------------------------------- the face crop
+def test_face_crop_maps_points_and_pixels_consistently(rng):
+    from dualface_lite.camera import CROP_SCALE, face_crop
+
+    L = rng.uniform(60, 160, (68, 2))
+    crop = face_crop(L, size=112)
+    lo, hi = L.min(0), L.max(0)
+    assert np.allclose(crop.center, 0.5 * (lo + hi)) and np.isclose(crop.side, CROP_SCALE * (hi - lo).max())
+    P = crop.points(L)
+    assert np.allclose(crop.to_photo(P), L, atol=1e-4)                        # round trip
+    assert P.min() >= (112 - 112 / CROP_SCALE) / 2 - 0.5 and P.max() <= 112 - (112 - 112 / CROP_SCALE) / 2
+    # one bright pixel lands where points() says
+    img = np.zeros((224, 224, 3), np.uint8)
+    img[101, 83] = 255
+    out = crop.image(img)
+    u, v = crop.points([[83, 101]])[0]
+    r, c = np.unravel_index(out[..., 0].argmax(), out.shape[:2])
+    assert out.shape == (112, 112, 3) and abs(c - u) <= 0.5 and abs(r - v) <= 0.5
+    # the crop's camera sees points where the crop puts their pixels
+    cam = df.camera.perspective_camera(224, 224, yaw=10)
+    X = rng.normal(size=(20, 3)) * 40
+    assert np.allclose(crop.camera(cam).project(X), crop.points(cam.project(X)), atol=1e-3)
+    # an identity crop (the whole image at its own size) gives the image back
+    ident = df.camera.FaceCrop(center=(111.5, 111.5), side=224, size=224)
+    photo = rng.integers(0, 256, (224, 224, 3)).astype(np.uint8)
+    assert np.array_equal(ident.image(photo), photo)
+    # jitter: shift moves the centre by fractions of the side, zoom shrinks the side
+    j = face_crop(L, size=112, shift=(0.1, -0.05), zoom=1.25)
+    assert np.allclose(np.subtract(j.center, crop.center), np.array([0.1, -0.05]) * j.side)
+    assert np.isclose(j.side, crop.side / 1.25)
+    # grayscale photos are converted, not refused
+    assert crop.image(img[..., 0]).shape == (112, 112, 3)
+
+
+def test_face_crop_bad_inputs():
+    from dualface_lite.camera import FaceCrop, face_crop
+
+    with pytest.raises(ValueError, match="landmarks"):
+        face_crop(np.zeros((1, 2)))
+    with pytest.raises(ValueError, match="scale"):
+        face_crop(np.eye(2) * 10, scale=0)
+    with pytest.raises(ValueError, match="shift"):
+        face_crop(np.eye(2) * 10, shift=(np.nan, 0))
+    with pytest.raises(ValueError, match="size"):
+        FaceCrop(center=(0, 0), side=10, size=4)
+    with pytest.raises(ValueError, match="side"):
+        FaceCrop(center=(0, 0), side=-1, size=16)

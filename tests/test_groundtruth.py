@@ -7,7 +7,8 @@ import dualface_lite as df
 from dualface_lite import data, groundtruth
 from dualface_lite.groundtruth import ground_truth, landmarks_on_scan, lift_landmarks, scan_landmark_ids
 
-CFG = data.DatasetConfig(name="gt", n_train=3, n_test=3)
+CFG = data.DatasetConfig(name="gt", train=data.SplitPlan(3, 3, 1, 200_000), val=data.SplitPlan(0, 0),
+                         test=data.SplitPlan(3, 3, 1, 300_000))
 
 
 @pytest.fixture(scope="module")

@@ -63,7 +63,8 @@ EXPECTED_FIGURES: dict[str, Figures] = {
     "01": Figures(plotly=5, images=3),  # mean face, mode explorer, blendshapes, PCA residual, scan
     #                                     | sigma bars, render buffers, photo gallery
     "02": Figures(plotly=2, images=3),  # S0 error map, S0 colours | landmarks, lambda curve, jaw
-    "03": Figures(plotly=3, images=1),  # NICP steps, S_hat error, test-split error | range image
+    "03": Figures(plotly=3, images=2),  # NICP steps, S_hat error, test-split error | range image,
+    #                                     one person's captures and photos
     "04": Figures(plotly=3, images=2),  # lip-patch graph, colour helps, median faces | curves, Fig. 3
 }
 
