@@ -23,7 +23,7 @@ from dualface_lite import data as D
 from dualface_lite.data import (DatasetConfig, DatasetNotBuiltError, SplitPlan, build_capture, build_dataset,
                                 load_split, verify_dataset)
 from dualface_lite.groundtruth import scan_landmark_ids
-from dualface_lite.synth import CONDITIONS, Population, make_person, make_subject
+from dualface_lite.synth import CONDITIONS, Population
 
 ROOT = Path(__file__).resolve().parent.parent
 CLI = ROOT / "data_scripts" / "build_dataset.py"
@@ -86,33 +86,7 @@ def test_plan_people_captures_photos():
             assert n.max() - n.min() <= 1, (s, n)
             per_person = [c.plan(s).captures_of(k) for k in range(c.plan(s).people)]
             assert sum(per_person) == c.plan(s).captures and max(per_person) - min(per_person) <= 1
-    # a person's captures: own expression and scan; photos of a capture: own camera, lighting, background
     assert DatasetConfig.from_dict(json.loads(json.dumps(paper.to_dict()))) == paper
-
-
-def test_capture_and_photo_streams(model):
-    kw = dict(model=model, with_scan=False)
-    base = make_subject(7, "expression", **kw)
-    assert (base.capture, base.photo) == (0, 0)
-    c1 = make_subject(7, "expression", capture=1, **kw)
-    p1 = make_subject(7, "expression", photo=1, **kw)
-    # the same person: identity and albedo shared; capture 1 has its own expression
-    assert np.array_equal(c1.alpha, base.alpha) and np.array_equal(c1.albedo, base.albedo)
-    assert not np.allclose(c1.expr, base.expr)
-    # photo 1 of capture 0: the same surface, another camera and photo
-    assert np.array_equal(p1.vertices, base.vertices) and not np.allclose(p1.camera.R, base.camera.R)
-    assert not np.array_equal(p1.image, base.image)
-    # a neutral person's captures share the surface (no expression), and get their own scans
-    n0 = make_subject(7, "neutral", model=model)
-    n1 = make_subject(7, "neutral", model=model, capture=1)
-    assert np.array_equal(n0.vertices, n1.vertices) and len(n0.scan.vertices) != len(n1.scan.vertices)
-    assert make_subject(7, "neutral", model=model, photo=1).scan is None      # FRGC: one registered photo
-    person = make_person(7, "neutral", model=model)
-    assert np.array_equal(make_subject(7, "neutral", model=model, capture=1, person=person).image, n1.image)
-    with pytest.raises(ValueError, match="person"):
-        make_subject(8, "neutral", model=model, person=person)
-    with pytest.raises(ValueError, match="capture"):
-        make_subject(7, "neutral", model=model, capture=-1)
 
 
 # ---------------------------------------------------------------------------

@@ -205,3 +205,30 @@ def test_jaw_outline_is_the_silhouette_along_rays(model):
     assert found.all()
     assert np.array_equal(synth.jaw_outline(model, s.vertices, s.camera), idx)
     assert np.array_equal(s.landmark_vertices[IBUG_JAW], idx)
+
+
+def test_capture_and_photo_streams(model):
+    """A person's captures share the identity and get their own expression and scan; the photos of a
+    capture share the surface and get their own camera, light and background (FRGC's layout)."""
+    kw = dict(model=model, with_scan=False)
+    base = synth.make_subject(7, "expression", **kw)
+    assert (base.capture, base.photo) == (0, 0)
+    c1 = synth.make_subject(7, "expression", capture=1, **kw)
+    p1 = synth.make_subject(7, "expression", photo=1, **kw)
+    # the same person: identity and albedo shared; capture 1 has its own expression
+    assert np.array_equal(c1.alpha, base.alpha) and np.array_equal(c1.albedo, base.albedo)
+    assert not np.allclose(c1.expr, base.expr)
+    # photo 1 of capture 0: the same surface, another camera and photo
+    assert np.array_equal(p1.vertices, base.vertices) and not np.allclose(p1.camera.R, base.camera.R)
+    assert not np.array_equal(p1.image, base.image)
+    # a neutral person's captures share the surface (no expression), and get their own scans
+    n0 = synth.make_subject(7, "neutral", model=model)
+    n1 = synth.make_subject(7, "neutral", model=model, capture=1)
+    assert np.array_equal(n0.vertices, n1.vertices) and len(n0.scan.vertices) != len(n1.scan.vertices)
+    assert synth.make_subject(7, "neutral", model=model, photo=1).scan is None      # FRGC: one registered photo
+    person = synth.make_person(7, "neutral", model=model)
+    assert np.array_equal(synth.make_subject(7, "neutral", model=model, capture=1, person=person).image, n1.image)
+    with pytest.raises(ValueError, match="person"):
+        synth.make_subject(8, "neutral", model=model, person=person)
+    with pytest.raises(ValueError, match="capture"):
+        synth.make_subject(7, "neutral", model=model, capture=-1)
