@@ -12,6 +12,7 @@ rebuilt stage by stage for teaching. One module per stage:
 - :mod:`dualface_lite.groundtruth` the Fig. 2 step: S0 registered onto a scan -> S_hat
 - :mod:`dualface_lite.data`    the dataset of Fig. 2 as FRGC: people, captures, photos (config, build, store)
 - :mod:`dualface_lite.mrf`     the learnable MRF prior: one shallow net per vertex
+- :mod:`dualface_lite.resnet`  the appearance-to-structure network T_L of eq. (3), Table I's head
 - :mod:`dualface_lite.metrics` mean vertex error after rigid alignment
 - :mod:`dualface_lite.viz`     plotly figures for the book
 """
@@ -21,8 +22,8 @@ from .model import MorphableModel, load_model
 __version__ = "0.1.0"
 
 
-_MODULES = {"render", "synth", "viz", "fitting", "baselines", "metrics", "scans", "data", "mrf", "registration",
-            "groundtruth", "checks"}
+_MODULES = {"render", "synth", "viz", "fitting", "baselines", "metrics", "scans", "data", "mrf", "resnet",
+            "registration", "groundtruth", "checks"}
 _FUNCTIONS = {"fit_landmarks": "fitting", "Fit": "fitting", "MRFPrior": "mrf", "MRFGC": "mrf"}
 
 

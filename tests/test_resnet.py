@@ -1,0 +1,84 @@
+"""The appearance-to-structure network (dualface_lite.resnet): Table I's head on torchvision's trunks,
+shapes at any input size, a linear last layer, seeded weights, ImageNet weights only from the local
+cache, and the errors on bad input."""
+import numpy as np
+import pytest
+import torch
+
+from dualface_lite.resnet import BACKBONES, HEAD_CHANNELS, AppearanceNet, imagenet_weights_path, layer_table
+
+
+@pytest.mark.parametrize("size", [64, 96])
+def test_output_shape_and_head_at_any_input_size(size):
+    net = AppearanceNet("resnet18", input_size=size, n_vertices=3448).eval()
+    out = net(torch.rand(2, 3, size, size))
+    assert out.shape == (2, 3448, 3) and out.dtype == torch.float32
+    assert net.feature_size == (size // 32, size // 32)                 # the head's kernel covers the map
+    assert net.regress.kernel_size == net.feature_size and net.regress.out_channels == 3 * 3448
+
+
+def test_table_one_from_the_network():
+    """ResNet-50 at 224 px gives the feature maps of the paper's Table I."""
+    rows = layer_table(AppearanceNet("resnet50", input_size=224))
+    shapes = [r[1] for r in rows]
+    assert shapes == [(64, 56, 56), (256, 56, 56), (512, 28, 28), (1024, 14, 14), (2048, 7, 7),
+                      (HEAD_CHANNELS, 7, 7), (10344, 1, 1)]
+    assert rows[-1][2] == HEAD_CHANNELS * 7 * 7 * 10344 + 10344       # 7x7 kernel to 3N, with a bias
+
+
+def test_last_layer_is_linear_and_learns_negative_residuals():
+    """A ReLU at the end (the paper's table read literally) could not output -1 mm; the kit's can."""
+    torch.manual_seed(0)
+    net = AppearanceNet("resnet18", input_size=32, n_vertices=4)
+    x = torch.rand(4, 3, 32, 32)
+    target = torch.full((4, 4, 3), -1.0)
+    opt = torch.optim.Adam(net.parameters(), lr=1e-3)
+    for _ in range(60):
+        opt.zero_grad()
+        loss = (net(x) - target).pow(2).mean()
+        loss.backward()
+        opt.step()
+    with torch.no_grad():
+        out = net(x)                      # (training mode: batch norm on this batch, as in the steps)
+    assert loss.item() < 0.05 and float(out.max()) < -0.8
+    assert isinstance(list(net.modules())[-1], torch.nn.Conv2d)          # nothing after the last convolution
+
+
+def test_seeded_weights():
+    a, b, c = (AppearanceNet("resnet18", 64, 10, seed=s) for s in (0, 0, 1))
+    sa, sb, sc = a.state_dict(), b.state_dict(), c.state_dict()
+    assert all(torch.equal(sa[k], sb[k]) for k in sa)
+    assert not torch.equal(sa["trunk.0.weight"], sc["trunk.0.weight"])
+
+
+def test_imagenet_weights_only_from_the_local_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    path = imagenet_weights_path("resnet18")
+    assert path.parent == tmp_path / "hub" / "checkpoints" and path.name.startswith("resnet18-")
+    with pytest.raises(FileNotFoundError, match="never downloads"):
+        AppearanceNet("resnet18", 64, 10, pretrained=True)
+    import torchvision
+
+    saved = torchvision.models.resnet18(weights=None).state_dict()   # stands in for ImageNet's file
+    path.parent.mkdir(parents=True)
+    torch.save(saved, path)
+    net = AppearanceNet("resnet18", 64, 10, pretrained=True)
+    assert torch.equal(net.trunk[0].weight, saved["conv1.weight"])
+    assert torch.equal(net.trunk[7][1].conv2.weight, saved["layer4.1.conv2.weight"])
+
+
+def test_bad_inputs():
+    with pytest.raises(ValueError, match="backbone"):
+        AppearanceNet("vgg16")
+    with pytest.raises(ValueError, match="input_size"):
+        AppearanceNet("resnet18", input_size=16)
+    with pytest.raises(ValueError, match="n_vertices"):
+        AppearanceNet("resnet18", 64, n_vertices=0)
+    net = AppearanceNet("resnet18", 64, 10)
+    with pytest.raises(ValueError, match="64 x 64"):
+        net(torch.rand(1, 3, 96, 96))
+    with pytest.raises(ValueError, match="B, 3, H, W"):
+        net(torch.rand(1, 64, 64))
+    assert set(BACKBONES) == {"resnet18", "resnet34", "resnet50", "resnet101", "resnet152"}
+    with torch.no_grad():
+        assert np.isfinite(net.eval()(torch.rand(1, 3, 64, 64)).sum().item())
