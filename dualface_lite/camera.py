@@ -40,6 +40,14 @@ __all__ = ["Camera", "rotation_matrix", "euler_angles", "perspective_camera", "o
 CROP_SCALE = 1.4
 
 
+def _pixels(uv) -> np.ndarray:
+    """Pixel coordinates (..., 2) as float64, or a ValueError."""
+    uv = np.asarray(uv, dtype=np.float64)
+    if uv.ndim < 1 or uv.shape[-1] != 2:
+        raise ValueError(f"uv must have shape (..., 2) (pixel u, v), got {uv.shape}")
+    return uv
+
+
 def rotation_matrix(yaw: float = 0.0, pitch: float = 0.0, roll: float = 0.0) -> np.ndarray:
     """Rotation (3, 3) from angles in degrees: ``R = Rz(roll) @ Rx(pitch) @ Ry(yaw)``.
 
@@ -126,11 +134,6 @@ class Camera:
         return self.project_view(self.to_view(X))
 
     # -- pixels -> 3D ---------------------------------------------------------
-    def _pixels(self, uv) -> np.ndarray:
-        uv = np.asarray(uv, dtype=np.float64)
-        if uv.ndim < 1 or uv.shape[-1] != 2:
-            raise ValueError(f"uv must have shape (..., 2) (pixel u, v), got {uv.shape}")
-        return uv
 
     def unproject(self, uv, depth, frame: str = "object") -> np.ndarray:
         """Pixels ``uv`` (..., 2) at ``depth`` (...) mm -> 3D points (..., 3): the inverse of
@@ -141,7 +144,7 @@ class Camera:
         ``X_view = ((u - cx) / s, -(v - cy) / s, -d)``. ``frame`` is ``"object"``
         (``X = R^T (X_view - t)``) or ``"view"``. Non-finite depths give NaN points.
         """
-        uv = self._pixels(uv)
+        uv = _pixels(uv)
         d = np.asarray(depth, dtype=np.float64)
         if d.shape != uv.shape[:-1]:
             raise ValueError(f"depth must have shape {uv.shape[:-1]} (one per pixel), got {d.shape}")
@@ -161,7 +164,7 @@ class Camera:
         ``origin + lam * direction`` for ``lam > 0`` is what the pixel sees. Perspective rays
         start at the camera centre; orthographic rays are parallel and start on the plane
         ``z_view = 0``."""
-        uv = self._pixels(uv)
+        uv = _pixels(uv)
         near = self.unproject(uv, np.ones(uv.shape[:-1]), frame="object")
         if self.kind == "perspective":
             origin = np.broadcast_to(-self.R.T @ self.t, near.shape).copy()   # the camera centre
@@ -255,17 +258,12 @@ class FaceCrop:
 
     def points(self, uv) -> np.ndarray:
         """Photo pixels (..., 2) -> crop pixels (..., 2), float32."""
-        uv = np.asarray(uv, dtype=np.float64)
-        if uv.ndim < 1 or uv.shape[-1] != 2:
-            raise ValueError(f"uv must have shape (..., 2) (pixel u, v), got {uv.shape}")
+        uv = _pixels(uv)
         return ((uv - np.asarray(self.center)) * self.zoom + (self.size - 1) / 2.0).astype(np.float32)
 
     def to_photo(self, uv) -> np.ndarray:
         """Crop pixels (..., 2) -> photo pixels (..., 2): the inverse of :meth:`points`."""
-        uv = np.asarray(uv, dtype=np.float64)
-        if uv.ndim < 1 or uv.shape[-1] != 2:
-            raise ValueError(f"uv must have shape (..., 2) (pixel u, v), got {uv.shape}")
-        return (uv - (self.size - 1) / 2.0) / self.zoom + np.asarray(self.center)
+        return (_pixels(uv) - (self.size - 1) / 2.0) / self.zoom + np.asarray(self.center)
 
     def image(self, image, fill=0) -> np.ndarray:
         """The crop of ``image`` (H, W, 3) uint8 -> (size, size, 3) uint8, bilinear; what lies
