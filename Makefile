@@ -51,6 +51,7 @@ bench: env model
 	$(BIN)/python benchmarks/bench_nicp.py
 	$(BIN)/python benchmarks/bench_mrf.py
 	$(BIN)/python benchmarks/bench_dataset.py
+	$(BIN)/python benchmarks/bench_resnet.py
 
 clean:
 	rm -rf _build

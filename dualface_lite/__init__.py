@@ -22,7 +22,7 @@ from .model import MorphableModel, load_model
 __version__ = "0.1.0"
 
 
-_MODULES = {"render", "synth", "viz", "fitting", "baselines", "metrics", "scans", "data", "mrf", "resnet",
+_MODULES = {"render", "synth", "viz", "fitting", "baselines", "metrics", "scans", "data", "mrf", "resnet", "train",
             "registration", "groundtruth", "checks"}
 _FUNCTIONS = {"fit_landmarks": "fitting", "Fit": "fitting", "MRFPrior": "mrf", "MRFGC": "mrf"}
 

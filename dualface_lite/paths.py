@@ -1,4 +1,4 @@
-"""Where the kit keeps files it did not ship: the face model and caches.
+"""Where the kit keeps files it did not ship (the face model and caches), and how it writes them safely.
 
 Nothing here is a hidden global: each function reads the environment when it is
 called, so a test (or a student) can point the kit elsewhere with an environment
@@ -12,7 +12,10 @@ variable.
 """
 from __future__ import annotations
 
+import ast
+import hashlib
 import os
+import sys
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -38,3 +41,94 @@ def cache_dir(name: str = "") -> Path:
     p = home() / "cache" / name if name else home() / "cache"
     p.mkdir(parents=True, exist_ok=True)
     return p
+
+
+def write_atomic(path, data: bytes) -> None:
+    """Write a file so that it is either absent or complete: a temporary file beside it, flushed to
+    disk, renamed into place (a crash leaves at most a ``*.tmp-<pid>`` file)."""
+    path = Path(path)
+    tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
+    with open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+class FileLock:
+    """An exclusive lock on the file ``path``, as a context manager (``fcntl.flock``: the system drops
+    it when its process dies, even by SIGKILL). The file is removed on release, safely: a waiter that
+    got the lock on a removed file tries again. Without ``flock`` (Windows) it does not lock.
+
+    Parameters
+    ----------
+    path : the lock file (created; its parent must exist).
+    waiting_for : when another process holds the lock, print "waiting for <waiting_for>" once to
+        stderr; ``None`` waits silently.
+    """
+
+    def __init__(self, path, waiting_for: str | None = None):
+        self.path, self.waiting_for, self.f = Path(path), waiting_for, None
+
+    def __enter__(self):
+        try:
+            import fcntl
+        except ImportError:   # no flock (Windows): go on without the lock
+            return self
+        told = False
+        while True:
+            f = open(self.path, "a+")
+            try:
+                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                if not told and self.waiting_for:
+                    print(f"waiting for {self.waiting_for} (lock {self.path.name}) ...", file=sys.stderr)
+                    told = True
+                fcntl.flock(f, fcntl.LOCK_EX)
+            try:
+                same = os.fstat(f.fileno()).st_ino == os.stat(self.path).st_ino
+            except FileNotFoundError:
+                same = False
+            if same:
+                f.seek(0)
+                f.truncate()
+                f.write(f"{os.getpid()}\n")
+                f.flush()
+                self.f = f
+                return self
+            f.close()
+
+    def __exit__(self, *exc):
+        if self.f is not None:
+            import fcntl
+
+            try:
+                self.path.unlink()
+            except FileNotFoundError:
+                pass
+            fcntl.flock(self.f, fcntl.LOCK_UN)
+            self.f.close()
+            self.f = None
+
+
+def _code_only(source: str) -> str:
+    """The syntax tree of a module without its docstrings and comments."""
+    tree = ast.parse(source)
+    for node in ast.walk(tree):
+        body = getattr(node, "body", None)
+        if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)) and body \
+                and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant) \
+                and isinstance(body[0].value.value, str):
+            node.body = body[1:] or [ast.Pass()]
+    return ast.dump(tree)
+
+
+def source_fingerprint(names) -> str:
+    """16 hex digits of the code of the package's source files ``names`` (paths relative to the
+    package, e.g. ``"resnet.py"``), not of their docstrings or comments: editing the documentation
+    does not make a cached result stale, editing the code does."""
+    h = hashlib.sha256()
+    here = Path(__file__).resolve().parent
+    for name in names:
+        h.update(_code_only((here / name).read_text(encoding="utf-8")).encode())
+    return h.hexdigest()[:16]

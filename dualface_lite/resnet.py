@@ -25,6 +25,7 @@ already in the local torch cache (``torch.hub.get_dir()/checkpoints``), loaded w
 """
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import torch
@@ -111,6 +112,21 @@ class AppearanceNet(nn.Module):
             nn.init.normal_(self.regress.weight, std=1e-3)
         self.register_buffer("mean", torch.tensor(self.MEAN).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(self.STD).view(1, 3, 1, 1), persistent=False)
+        # the outputs' scaling (set_output_scaling): residual = offset_mean + offset_scale * regress(...)
+        self.register_buffer("offset_mean", torch.zeros(self.n_vertices, 3))
+        self.register_buffer("offset_scale", torch.ones(()))
+
+    def set_output_scaling(self, mean, scale: float) -> None:
+        """Read the last layer's outputs in units of ``scale`` mm around ``mean`` (N, 3) mm: the
+        training residuals' mean and spread, so that a network whose last layer gives zeros predicts
+        the mean residual and the last layer learns numbers of order one."""
+        mean = torch.as_tensor(mean, dtype=torch.float32)
+        if mean.shape != (self.n_vertices, 3) or not torch.isfinite(mean).all():
+            raise ValueError(f"mean must be finite with shape ({self.n_vertices}, 3), got {tuple(mean.shape)}")
+        if not (isinstance(scale, (int, float)) and math.isfinite(scale) and scale > 0):
+            raise ValueError(f"scale must be a positive number (mm), got {scale!r}")
+        self.offset_mean.copy_(mean)
+        self.offset_scale.fill_(float(scale))
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         if images.ndim != 4 or images.shape[1] != 3:
@@ -119,7 +135,8 @@ class AppearanceNet(nn.Module):
             raise ValueError(f"images must be {self.input_size} x {self.input_size} px (the network's "
                              f"input_size), got {tuple(images.shape[2:])}")
         x = self.trunk((images - self.mean) / self.std)
-        return self.regress(self.reduce(x)).view(images.shape[0], self.n_vertices, 3)
+        out = self.regress(self.reduce(x)).view(images.shape[0], self.n_vertices, 3)
+        return self.offset_mean + self.offset_scale * out
 
     def __repr__(self) -> str:
         return (f"AppearanceNet({self.backbone}, input {self.input_size} px, feature map "

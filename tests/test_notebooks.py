@@ -66,6 +66,7 @@ EXPECTED_FIGURES: dict[str, Figures] = {
     "03": Figures(plotly=3, images=2),  # NICP steps, S_hat error, test-split error | range image,
     #                                     one person's captures and photos
     "04": Figures(plotly=3, images=2),  # lip-patch graph, colour helps, median faces | curves, Fig. 3
+    "05": Figures(plotly=2, images=2),  # residual spread, where the photo helps | crops, training curves
 }
 
 

@@ -82,3 +82,24 @@ def test_bad_inputs():
     assert set(BACKBONES) == {"resnet18", "resnet34", "resnet50", "resnet101", "resnet152"}
     with torch.no_grad():
         assert np.isfinite(net.eval()(torch.rand(1, 3, 64, 64)).sum().item())
+
+
+def test_output_scaling_starts_at_the_mean_residual():
+    """With the last layer at zero the network predicts the training residuals' mean (the "bias alone"
+    baseline); its outputs are read in units of the scale; the scaling travels with the state dict."""
+    net = AppearanceNet("resnet18", input_size=32, n_vertices=5).eval()
+    mean = torch.arange(15, dtype=torch.float32).view(5, 3)
+    net.set_output_scaling(mean, 2.5)
+    x = torch.rand(3, 3, 32, 32)
+    with torch.no_grad():
+        raw = net(x) - mean                                       # 2.5 x the last layer's outputs
+        torch.nn.init.zeros_(net.regress.weight)
+        assert torch.equal(net(x), mean.expand(3, 5, 3))
+    assert raw.abs().max() > 0
+    other = AppearanceNet("resnet18", input_size=32, n_vertices=5)
+    other.load_state_dict(net.state_dict())
+    assert torch.equal(other.offset_mean, mean) and float(other.offset_scale) == 2.5
+    with pytest.raises(ValueError, match="mean must be finite"):
+        net.set_output_scaling(torch.zeros(4, 3), 1.0)
+    with pytest.raises(ValueError, match="scale must be a positive"):
+        net.set_output_scaling(mean, 0.0)

@@ -23,7 +23,6 @@ or on a Dask cluster (``scheduler="tcp://..."`` or a ``dask.distributed.Client``
 """
 from __future__ import annotations
 
-import ast
 import hashlib
 import io
 import json
@@ -44,6 +43,7 @@ from ..checks import DualfaceWarning
 from ..fitting import fit_landmarks
 from ..groundtruth import ground_truth
 from ..model import MorphableModel
+from ..paths import FileLock, source_fingerprint, write_atomic
 from ..registration import surface_distance
 from ..synth import CONDITIONS, make_person, make_subject
 from .config import DATA_FORMAT_VERSION, SPLITS, DatasetConfig, as_config, dataset_dir
@@ -140,27 +140,10 @@ def model_fingerprint(model: MorphableModel) -> str:
     return h.hexdigest()[:16]
 
 
-def _code_only(source: str) -> str:
-    """The syntax tree of a module without its docstrings and comments (so that editing the
-    documentation does not make a dataset stale)."""
-    tree = ast.parse(source)
-    for node in ast.walk(tree):
-        body = getattr(node, "body", None)
-        if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)) and body \
-                and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant) \
-                and isinstance(body[0].value.value, str):
-            node.body = body[1:] or [ast.Pass()]
-    return ast.dump(tree)
-
-
 def code_fingerprint() -> str:
     """16 hex digits of the code (not the docstrings or comments) of the source files that make the
     records."""
-    h = hashlib.sha256()
-    here = Path(__file__).resolve().parent.parent
-    for name in _CODE_FILES:
-        h.update(_code_only((here / name).read_text(encoding="utf-8")).encode())
-    return h.hexdigest()[:16]
+    return source_fingerprint(_CODE_FILES)
 
 
 def _npz_bytes(arrays: dict) -> bytes:
@@ -174,17 +157,6 @@ def _npz_bytes(arrays: dict) -> bytes:
     return buf.getvalue()
 
 
-def _write_atomic(path: Path, data: bytes) -> None:
-    """Write a file so that it is either absent or complete: a temporary file, flushed to
-    disk, renamed into place."""
-    tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
 def _part_bytes(rec: dict) -> bytes:
     flat = {f"photos.{k}": v for k, v in rec["photos"].items()}
     flat.update({f"capture.{k}": v for k, v in rec["capture"].items()})
@@ -196,7 +168,7 @@ def _write_part(parts: Path, split: str, row: int, rec: dict) -> Path:
     d = parts / split
     d.mkdir(parents=True, exist_ok=True)
     path = d / f"{row:06d}-{hashlib.sha256(data).hexdigest()[:16]}.npz"
-    _write_atomic(path, data)
+    write_atomic(path, data)
     return path
 
 
@@ -234,55 +206,6 @@ def _good_parts(parts: Path, config: DatasetConfig) -> tuple[dict, int]:
 # ---------------------------------------------------------------------------
 # the lock and the workers
 # ---------------------------------------------------------------------------
-
-class _BuildLock:
-    """An exclusive lock on ``path`` (``fcntl.flock``; the system drops it when its process dies,
-    even by SIGKILL). The file is removed on release, safely: a waiter that got the lock on a
-    removed file tries again."""
-
-    def __init__(self, path: Path, progress: bool):
-        self.path, self.progress = path, progress
-
-    def __enter__(self):
-        try:
-            import fcntl
-        except ImportError:   # no flock (Windows): build without the lock
-            self.f = None
-            return self
-        told = False
-        while True:
-            f = open(self.path, "a+")
-            try:
-                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                if not told and self.progress:
-                    print(f"waiting for another build of this dataset (lock {self.path.name}) ...", file=sys.stderr)
-                    told = True
-                fcntl.flock(f, fcntl.LOCK_EX)
-            try:
-                same = os.fstat(f.fileno()).st_ino == os.stat(self.path).st_ino
-            except FileNotFoundError:
-                same = False
-            if same:
-                f.seek(0)
-                f.truncate()
-                f.write(f"{os.getpid()}\n")
-                f.flush()
-                self.f = f
-                return self
-            f.close()
-
-    def __exit__(self, *exc):
-        if self.f is not None:
-            import fcntl
-
-            try:
-                self.path.unlink()
-            except FileNotFoundError:
-                pass
-            fcntl.flock(self.f, fcntl.LOCK_UN)
-            self.f.close()
-
 
 _LOCAL: dict = {}   # per worker process: the model of the local pool, and whether BLAS is limited
 
@@ -531,7 +454,7 @@ def build_dataset(config="lite", root=None, workers: int | None = None, progress
     if finished():
         return folder
     folder.parent.mkdir(parents=True, exist_ok=True)
-    with _BuildLock(folder.parent / f".{folder.name}.lock", progress):
+    with FileLock(folder.parent / f".{folder.name}.lock", "another build of this dataset" if progress else None):
         if finished():            # another build of the same settings finished while we waited
             return folder
         return _build_locked(config, folder, model, model_fp, workers, progress, executor, scheduler)
@@ -553,7 +476,7 @@ def _build_locked(config, folder, model, model_fp, workers, progress, executor, 
     for leftover in ("out", "old"):
         shutil.rmtree(work / leftover, ignore_errors=True)
     parts.mkdir(parents=True, exist_ok=True)
-    _write_atomic(work / "stamp.json", json.dumps(stamp).encode())
+    write_atomic(work / "stamp.json", json.dumps(stamp).encode())
 
     done, dropped = _good_parts(parts, config)
     todo = [(s, r) for s in SPLITS for r in range(config.plan(s).captures) if (s, r) not in done]
