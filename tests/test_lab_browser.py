@@ -47,6 +47,7 @@ pytestmark = pytest.mark.browser
 
 LAB_CONFIG = ROOT / "lab" / "jupyter_lab_config.py"
 CHAPTERS = ("01_faces_as_data.ipynb", "02_fitting_landmarks.ipynb")
+SETTLE_S = 3              # the kernel idle this long, with its session listed, before the chapter runs
 KERNEL_LOST_S = 20         # a notebook whose kernel is gone this long is reopened (Session.run_all)
 RUN_TIMEOUT_S = 90          # one chapter, all cells (chapter 2 runs in about 20 s)
 STEP_TIMEOUT_MS = 60_000    # one widget change: the kernel's callback and the redraw
@@ -182,13 +183,31 @@ class Session:
         self.page.route("**/*", self._route)
         # a workspace of its own (?reset): only this chapter is open, not what an earlier page left
         self.address = f"{url}/lab/workspaces/{Path(name).stem}/tree/{name}?reset&token={token}"
+        self.sessions = f"{url}/api/sessions?token={token}"
+        self.name = name
         self.reopened = 0
         self._open()
 
     def _open(self) -> None:
+        """Open the chapter and wait until its kernel has settled. The indicator says "idle" before the
+        kernel exists, and JupyterLab may reconnect to a new kernel within its first seconds (the server
+        logs "Discarding N buffered messages"): cells run then can lose their outputs and widgets. So
+        the server must list the notebook's session with a kernel, and the indicator must have said
+        "idle" for SETTLE_S seconds in a row."""
         self.page.goto(self.address)
         self.page.wait_for_selector(".jp-NotebookPanel .jp-Notebook", timeout=STEP_TIMEOUT_MS)
-        self.page.wait_for_selector('.jp-Notebook-ExecutionIndicator[data-status="idle"]', timeout=STEP_TIMEOUT_MS)
+        deadline, since = time.monotonic() + STEP_TIMEOUT_MS / 1000, None
+        while True:
+            with urlopen(self.sessions, timeout=5) as r:
+                live = any(x.get("kernel") and x.get("path", "").endswith(self.name) for x in json.load(r))
+            if live and self.kernel_status() == "idle":
+                since = since or time.monotonic()
+                if time.monotonic() - since >= SETTLE_S:
+                    return
+            else:
+                since = None
+            assert time.monotonic() < deadline, f"the notebook's kernel did not settle: {self.kernel_status()}"
+            self.page.wait_for_timeout(250)
 
     def kernel_status(self) -> str | None:
         """The notebook's execution indicator: "idle", "busy", "initializing", "unknown" (no kernel), ..."""
