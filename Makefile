@@ -52,6 +52,7 @@ bench: env model
 	$(BIN)/python benchmarks/bench_mrf.py
 	$(BIN)/python benchmarks/bench_dataset.py
 	$(BIN)/python benchmarks/bench_resnet.py
+	$(BIN)/python benchmarks/bench_pipeline.py
 
 clean:
 	rm -rf _build

@@ -13,7 +13,10 @@ rebuilt stage by stage for teaching. One module per stage:
 - :mod:`dualface_lite.data`    the dataset of Fig. 2 as FRGC: people, captures, photos (config, build, store)
 - :mod:`dualface_lite.mrf`     the learnable MRF prior: one shallow net per vertex
 - :mod:`dualface_lite.resnet`  the appearance-to-structure network T_L of eq. (3), Table I's head
+- :mod:`dualface_lite.train`   training T_L on one CPU, one GPU or many (torchrun), cached
+- :mod:`dualface_lite.pipeline` the dual networks assembled: ``DualNetwork``, the variants of Table III
 - :mod:`dualface_lite.metrics` mean vertex error after rigid alignment
+- :mod:`dualface_lite.evaluation` eq. (7), CED, bootstrap intervals, paired comparisons, scan-to-mesh
 - :mod:`dualface_lite.viz`     plotly figures for the book
 """
 from . import camera, fetch, paths
@@ -23,8 +26,9 @@ __version__ = "0.1.0"
 
 
 _MODULES = {"render", "synth", "viz", "fitting", "baselines", "metrics", "scans", "data", "mrf", "resnet", "train",
-            "registration", "groundtruth", "checks"}
-_FUNCTIONS = {"fit_landmarks": "fitting", "Fit": "fitting", "MRFPrior": "mrf", "MRFGC": "mrf"}
+            "pipeline", "evaluation", "registration", "groundtruth", "checks"}
+_FUNCTIONS = {"fit_landmarks": "fitting", "Fit": "fitting", "MRFPrior": "mrf", "MRFGC": "mrf",
+              "DualNetwork": "pipeline"}
 
 
 def __getattr__(name):  # stage modules load on first use, so `import dualface_lite` stays light
@@ -42,5 +46,5 @@ def __getattr__(name):  # stage modules load on first use, so `import dualface_l
 # `import dualface_lite.<module>` always gives a module.
 from .registration import nicp  # noqa: E402
 
-__all__ = ["MorphableModel", "load_model", "fit_landmarks", "Fit", "nicp", "MRFPrior", "MRFGC", "camera", "fetch", "paths",
-           *sorted(_MODULES)]
+__all__ = ["MorphableModel", "load_model", "fit_landmarks", "Fit", "nicp", "MRFPrior", "MRFGC", "DualNetwork", "camera",
+           "fetch", "paths", *sorted(_MODULES)]

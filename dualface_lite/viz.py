@@ -26,6 +26,12 @@ Two things live here:
   alone, so it works in the static book as well as in JupyterLab (no kernel needed), unlike an
   ipywidgets control.  :func:`mesh_steps_figure` is the common case: one mesh, several vertex
   sets (and per-vertex values) to step through, on one shared colour scale.
+
+* static figures of an evaluation (matplotlib, so that ``data_scripts/evaluate.py`` can write them
+  as PNG files without a browser): :func:`error_image` renders a mesh coloured by its per-vertex
+  error with the kit's rasterizer, :func:`gallery_figure` lays such renders out as the paper's
+  Figs. 4 and 7-9 (a photo, then one mesh per method with its eq. (7) number), :func:`ced_figure`
+  draws Fig. 6 and :func:`condition_figure` the per-condition means with their intervals.
 """
 from __future__ import annotations
 
@@ -46,6 +52,10 @@ __all__ = [
     "mesh_figure",
     "add_steps",
     "mesh_steps_figure",
+    "error_image",
+    "gallery_figure",
+    "ced_figure",
+    "condition_figure",
 ]
 
 #: Name under which :func:`use_plotly_renderer` registers the renderer in ``plotly.io.renderers``.
@@ -543,3 +553,111 @@ def mesh_steps_figure(
             u["intensity"] = vals[k]
         updates.append(u)
     return add_steps(fig, labels, updates, traces=0, control=control, active=active, prefix=prefix)
+
+
+# --------------------------------------------------------------------------- static evaluation figures
+def error_image(vertices: Any, triangles: Any, values: Any, vmax: float, *, size: int = 180,
+                cmap: str = "jet") -> np.ndarray:
+    """A frontal render (``size`` x ``size`` uint8 RGB, white background) of a face mesh whose
+    vertices are coloured by ``values`` (N,) on the scale 0..``vmax`` (e.g. the eq. (7) heat map,
+    ``vmax=10``), lightly shaded so that the shape reads."""
+    import matplotlib
+
+    from . import camera, render
+
+    V = _points("vertices", vertices)
+    v = np.asarray(values, dtype=np.float64).reshape(-1)
+    if v.shape != (len(V),) or not np.all(np.isfinite(v)):
+        raise ValueError(f"values must hold one finite number per vertex ({len(V)}), got shape {v.shape}")
+    if not (np.isfinite(vmax) and vmax > 0):
+        raise ValueError(f"vmax must be a positive number, got {vmax!r}")
+    centre = (V.max(0) + V.min(0)) / 2
+    extent = float(max(np.ptp(V[:, 0]), np.ptp(V[:, 1])))
+    cam = camera.orthographic_camera(size, size, scale=0.92 * size / extent, target=centre)
+    rgb = matplotlib.colormaps[cmap](np.clip(v / vmax, 0, 1))[:, :3]
+    light = render.Lighting.directional((0.3, 0.4, 1.0), ambient=0.55, strength=0.5)
+    return render.render(cam, V, _triangles(triangles, len(V)), rgb, light, background=(255, 255, 255)).image
+
+
+def gallery_figure(photos: Sequence[Any], renders: Sequence[Sequence[Any]], methods: Sequence[str],
+                   numbers: Any = None, *, row_labels: Sequence[str] | None = None, vmax: float = 10.0,
+                   cmap: str = "jet"):
+    """The layout of the paper's Figs. 4 and 7-9: one row per test face, its photo, then one
+    render per method (:func:`error_image`), titled with the method and ``numbers[row, method]``
+    (the normalised mean error of eq. (7)). Returns a ``matplotlib.figure.Figure``."""
+    import matplotlib.pyplot as plt
+
+    rows, cols = len(photos), len(methods)
+    if rows == 0 or len(renders) != rows or any(len(r) != cols for r in renders):
+        raise ValueError(f"renders must hold {cols} images for each of the {rows} photos")
+    num = None if numbers is None else np.asarray(numbers, dtype=np.float64)
+    if num is not None and num.shape != (rows, cols):
+        raise ValueError(f"numbers must have shape ({rows}, {cols}), got {num.shape}")
+    fig, ax = plt.subplots(rows, cols + 1, figsize=(1.75 * (cols + 1) + 0.6, 1.85 * rows + 0.3), squeeze=False)
+    for i in range(rows):
+        ax[i, 0].imshow(photos[i])
+        if row_labels is not None:
+            ax[i, 0].set_title(row_labels[i], fontsize=8)
+        for j in range(cols):
+            ax[i, j + 1].imshow(renders[i][j])
+            title = methods[j] if num is None else f"{methods[j]}\n{num[i, j]:.2f}"
+            ax[i, j + 1].set_title(title, fontsize=8)
+    for a in ax.flat:
+        a.axis("off")
+    sm = plt.cm.ScalarMappable(cmap=cmap, norm=plt.Normalize(0, vmax))
+    fig.colorbar(sm, ax=ax.ravel().tolist(), shrink=0.6, pad=0.01, label="normalised error (eq. 7)")
+    return fig
+
+
+def ced_figure(errors: dict, *, title: str = "", xlabel: str = "mean error (mm)", counts: bool = True):
+    """Fig. 6: the cumulative error distribution of each method, ``errors`` {method: (M,) mm}.
+    The y-axis counts the faces whose error is at most x (the paper's), or their share."""
+    import matplotlib.pyplot as plt
+
+    from .evaluation import ced
+
+    if not errors:
+        raise ValueError("errors must hold at least one method")
+    top = max(float(np.max(e)) for e in errors.values())
+    x = np.linspace(0.0, top * 1.02, 300)
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for name, e in errors.items():
+        ax.plot(*ced(e, x, counts=counts), label=name)
+    n = len(next(iter(errors.values())))
+    ax.set(xlabel=xlabel, ylabel=f"faces (of {n}) with a smaller error" if counts else "share of faces",
+           title=title, xlim=(0, x[-1]))
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def condition_figure(table: dict, *, title: str = "", paper: dict | None = None):
+    """The per-condition means with their intervals: ``table`` {method: {condition: Interval}}
+    (:meth:`dualface_lite.evaluation.Evaluation.table`), one group of bars per condition.
+    ``paper`` {method: mm} adds the paper's Table III as markers on the "all" group."""
+    import matplotlib.pyplot as plt
+
+    methods = list(table)
+    if not methods:
+        raise ValueError("table must hold at least one method")
+    conds = list(table[methods[0]])
+    w = 0.8 / len(methods)
+    marked = False
+    fig, ax = plt.subplots(figsize=(1.9 * len(conds) + 2, 3.6))
+    for j, m in enumerate(methods):
+        x = np.arange(len(conds)) + (j - (len(methods) - 1) / 2) * w
+        mean = np.array([table[m][c].mean for c in conds])
+        err = np.array([[table[m][c].mean - table[m][c].low for c in conds],
+                        [table[m][c].high - table[m][c].mean for c in conds]])
+        err = np.nan_to_num(err)   # a condition with one face has no interval
+        ax.bar(x, mean, w, yerr=err, capsize=2, label=m)
+        if paper and m in paper:
+            ax.plot(x[-1], paper[m], "kD", ms=5, label=None if marked else "the paper (FRGC)")
+            marked = True
+    ax.set_xticks(np.arange(len(conds)), conds)
+    ax.set(ylabel="mean vertex error (mm)", title=title)
+    ax.legend(fontsize=7, ncol=2)
+    ax.grid(axis="y", alpha=0.3)
+    fig.tight_layout()
+    return fig

@@ -21,3 +21,14 @@ def sfm_folder(model):
     folder = df.paths.sfm_dir()
     assert df.fetch.missing_or_bad(folder) == []
     return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_data_root(tmp_path_factory, model):
+    """The folder holding the tiny dataset of ``tests/tinydata.py``, built once per session."""
+    from dualface_lite.data import build_dataset
+    from tinydata import TINY
+
+    root = tmp_path_factory.mktemp("datasets")
+    build_dataset(TINY, root=root, workers=2, progress=False, model=model)
+    return root

@@ -67,6 +67,8 @@ EXPECTED_FIGURES: dict[str, Figures] = {
     #                                     one person's captures and photos
     "04": Figures(plotly=3, images=2),  # lip-patch graph, colour helps, median faces | curves, Fig. 3
     "05": Figures(plotly=2, images=2),  # residual spread, where the photo helps | crops, training curves
+    "06": Figures(plotly=2, images=7),  # stages of one face, per-vertex error by method | Table III vs
+    #                                     S_hat and vs the truth, CED, Fig. 4, Figs. 7-9
 }
 
 

@@ -19,20 +19,16 @@ import torch
 
 from dualface_lite import metrics
 from dualface_lite import train as T
-from dualface_lite.data import DatasetConfig, DatasetNotBuiltError, SplitPlan, build_dataset, load_split
+from dualface_lite.data import DatasetNotBuiltError, SplitPlan, load_split
+from tinydata import TINY   # tests/tinydata.py: 4 training people, 32 photos
 
 ROOT = Path(__file__).resolve().parent.parent
 CLI = ROOT / "data_scripts" / "train.py"
-# 4 training people x 2 captures x 4 photos = 32 photos; 2 validation and 3 test people
-TINY = DatasetConfig(name="tinytrain", train=SplitPlan(4, 8, 4, 200_000), val=SplitPlan(2, 2, 1, 250_000),
-                     test=SplitPlan(3, 3, 1, 300_000))
 
 
 @pytest.fixture(scope="module")
-def data_root(tmp_path_factory, model):
-    root = tmp_path_factory.mktemp("datasets")
-    build_dataset(TINY, root=root, workers=2, progress=False, model=model)
-    return root
+def data_root(tiny_data_root):
+    return tiny_data_root
 
 
 def tiny(**kw) -> T.TrainConfig:
