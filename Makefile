@@ -20,7 +20,7 @@ $(VENV)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(if $(TORCH_INDEX),$(BIN)/python -m pip install --quiet torch torchvision --index-url $(TORCH_INDEX))
-	$(BIN)/python -m pip install --quiet -e ".[book,test,lab,cluster]"
+	$(BIN)/python -m pip install --quiet -e ".[book,test,lab,cluster,wild]"
 	touch $@
 
 model: env
@@ -53,6 +53,7 @@ bench: env model
 	$(BIN)/python benchmarks/bench_dataset.py
 	$(BIN)/python benchmarks/bench_resnet.py
 	$(BIN)/python benchmarks/bench_pipeline.py
+	$(BIN)/python benchmarks/bench_wild.py
 
 clean:
 	rm -rf _build

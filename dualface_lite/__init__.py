@@ -18,6 +18,9 @@ rebuilt stage by stage for teaching. One module per stage:
 - :mod:`dualface_lite.metrics` mean vertex error after rigid alignment
 - :mod:`dualface_lite.evaluation` eq. (7), CED, bootstrap intervals, paired comparisons, scan-to-mesh
 - :mod:`dualface_lite.viz`     plotly figures for the book
+- :mod:`dualface_lite.landmarks` 68 landmarks on real photos (dlib, face-alignment, .pts files)
+- :mod:`dualface_lite.io`      PLY / OBJ (textured) / GLB export
+- :mod:`dualface_lite.cli`     the ``dualface`` command
 """
 from . import camera, fetch, paths
 from .model import MorphableModel, load_model
@@ -26,7 +29,7 @@ __version__ = "0.1.0"
 
 
 _MODULES = {"render", "synth", "viz", "fitting", "baselines", "metrics", "scans", "data", "mrf", "resnet", "train",
-            "pipeline", "evaluation", "registration", "groundtruth", "checks"}
+            "pipeline", "evaluation", "registration", "groundtruth", "checks", "landmarks", "io", "cli"}
 _FUNCTIONS = {"fit_landmarks": "fitting", "Fit": "fitting", "MRFPrior": "mrf", "MRFGC": "mrf",
               "DualNetwork": "pipeline"}
 

@@ -210,6 +210,28 @@ class DualNetwork:
         lm2v = Lm2Vertex(model).train(n_samples=lm2vertex_samples, seed=0) if lm2vertex_samples else None
         return cls(model, nets, lm2vertex=lm2v)
 
+    @classmethod
+    def from_cache(cls, size: str = "lite", *, networks=("Ours",), model=None, root=None,
+                   **overrides) -> "DualNetwork":
+        """The networks of a preset as :meth:`from_training` would give them, but only if they are trained
+        already (in ``root``, default the kit's cache); else ``FileNotFoundError`` saying how to train them.
+        No Lm2Vertex."""
+        from . import train as training
+        from .model import load_model
+
+        model = model or load_model()
+        nets = {}
+        for v in networks:
+            config = training.TrainConfig.preset(size, variant=v, **overrides)
+            folder = training.network_dir(config, root)
+            if not (folder / "manifest.json").is_file():
+                raise FileNotFoundError(
+                    f"the {size} {v} network is not trained yet (no {folder.name} in {folder.parent}): train it with "
+                    f"`dualface train --size {size} --variant {v}` (about 2.5 min on 2 CPU cores for lite; "
+                    f"`make book` trains it too), or use the variant GC, which needs no network")
+            nets[v] = training.load_network(folder, model=model)
+        return cls(model, nets)
+
     # -- the stages ---------------------------------------------------------------
     def _compose(self, variant: str, s0: np.ndarray, colors: np.ndarray, residual, mrf) -> dict:
         """The stages of ``variant`` from ``s0``, ``colors`` (M, N, 3); ``residual(name)`` gives the

@@ -61,6 +61,7 @@ WIDGET_TEXT: dict[str, list[str]] = {
     "notebooks/04_mrf_prior.html": ["K\n10", "hidden\n50", "colour", "train"],  # sliders at K = 10, 50 units
     "notebooks/05_resnet.html": ["test face", "reconstruct"],
     "notebooks/06_dual_networks.html": ["test face", "Ours"],  # the explorer shows its first face
+    "notebooks/07_in_the_wild.html": ["Upload"],
 }
 
 #: Runs before any script of the page: wraps Plotly.newPlot (when plotly.min.js defines
