@@ -5,7 +5,7 @@
     python data_scripts/evaluate.py --dual my_dual --dataset lite    # a DualNetwork saved with .save()
     python data_scripts/evaluate.py --size lite --no-scans      # skip the scan-to-mesh distances
 
-The report folder (default ``data/reports/<size>-<dataset key>/``, beside the caches) holds:
+The report folder (default ``data/reports/<size or dual>-<dataset folder>-<split>/``) holds:
 
     report.json            every number: per-face errors against S_hat and the true surface, Table III per
                            condition with bootstrap intervals, paired comparisons, eq. (7), scan-to-mesh
@@ -101,7 +101,8 @@ def main(argv=None) -> int:
     ap.add_argument("--dataset", default=None, help="the test data: lite, paper or a dataset folder "
                     "(default: the networks' own)")
     ap.add_argument("--split", default="test", choices=("train", "val", "test"))
-    ap.add_argument("--out", type=Path, default=None, help="the report folder (default reports/<size>-<key>)")
+    ap.add_argument("--out", type=Path, default=None,
+                    help="the report folder (default data/reports/<size>-<dataset>-<split>)")
     ap.add_argument("--no-scans", action="store_true", help="leave out the scan-to-mesh distances")
     ap.add_argument("--n-boot", type=int, default=2000, help="bootstrap resamples (default 2000)")
     ap.add_argument("--gallery-faces", type=int, default=2, help="faces per condition in gallery.png")
@@ -125,14 +126,16 @@ def main(argv=None) -> int:
                                              data_root=args.data_root, progress=not args.quiet)
         dataset = args.dataset
         if dataset is None:
-            dataset = next(iter(dual.networks.values())).config.dataset if dual.networks else "lite"
+            if not dual.networks:
+                raise ValueError("this dual network holds no trained network: name the test data with --dataset")
+            dataset = next(iter(dual.networks.values())).config.dataset
         test = load_split(dataset, args.split, root=args.data_root)
-        if args.save_dual is not None:
-            dual.save(args.save_dual)
-        out = args.out or paths.home() / "reports" / f"{args.size or 'dual'}-{dual.dataset}"
+        out = args.out or paths.home() / "reports" / f"{args.size or 'dual'}-{test.folder.name}-{args.split}"
         report = write_report(dual, test, out, scans=not args.no_scans, n_boot=args.n_boot,
                               gallery_faces=args.gallery_faces, progress=not args.quiet)
-    except (DatasetNotBuiltError, FileNotFoundError, ValueError) as e:
+        if args.save_dual is not None:
+            dual.save(args.save_dual)
+    except (DatasetNotBuiltError, FileNotFoundError, FileExistsError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
     print((out / "summary.md").read_text())

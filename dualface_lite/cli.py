@@ -59,7 +59,8 @@ def reconstruct_photos(source, out, *, fmt: str = "ply", landmarks: str = "auto"
                        size: str = "lite", force: bool = False, allow_download: bool = False,
                        progress: bool = True, log=print) -> tuple[list, list]:
     """Reconstruct the largest face of each photo of ``source`` (a file or a folder) into ``out`` (a folder,
-    created if missing) as ``<photo name>.<fmt>``. Returns ``(written paths, [(photo, error message)])``."""
+    created if missing) as ``<photo name>.<fmt>`` (``<name>_<suffix>.<fmt>`` when two photos share a name).
+    Returns ``(written paths, [(photo, error message)])``."""
     from tqdm.auto import tqdm
 
     from . import io, landmarks as lmk
@@ -83,7 +84,9 @@ def reconstruct_photos(source, out, *, fmt: str = "ply", landmarks: str = "auto"
     written, failed = [], []
     for photo in tqdm(photos, disable=not progress or len(photos) < 2, desc="photos", unit="photo"):
         t0 = time.perf_counter()
-        target = out / f"{photo.stem}.{fmt}"
+        # a.jpg and a.png in one folder: a_jpg.ply and a_png.ply
+        twin = sum(p.stem == photo.stem for p in photos) > 1
+        target = out / (f"{photo.stem}_{photo.suffix[1:].lower()}.{fmt}" if twin else f"{photo.stem}.{fmt}")
         try:
             if target.exists() and not force:
                 raise FileExistsError(f"{target} exists (--force overwrites it)")
@@ -106,7 +109,7 @@ def reconstruct_photos(source, out, *, fmt: str = "ply", landmarks: str = "auto"
             faces_note = f", the largest of {n_faces} faces" if n_faces > 1 else ""
             log(f"{photo.name} -> {target} ({variant}, landmarks: {how}{faces_note}, "
                 f"{time.perf_counter() - t0:.1f} s)")
-        except (ValueError, FileExistsError, FileNotFoundError) as e:
+        except (ValueError, OSError, RuntimeError) as e:   # one photo's failure does not stop the others
             failed.append((photo, str(e)))
             log(f"{photo.name}: failed: {e}")
     return written, failed

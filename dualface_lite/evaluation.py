@@ -245,6 +245,8 @@ def icp_align(vertices, scan_points, mesh_landmarks, scan_landmarks, *, iteratio
 
     V = checks.points(vertices, "vertices", min_count=3)
     P = checks.points(scan_points, "scan_points", min_count=3)
+    if not (np.isfinite(trim) and trim > 0) or int(iterations) < 0:
+        raise ValueError(f"trim must be a positive distance (mm) and iterations >= 0, got {trim!r}, {iterations!r}")
     A = np.asarray(mesh_landmarks, dtype=np.float64)
     B = np.asarray(scan_landmarks, dtype=np.float64)
     if A.ndim != 2 or A.shape[1] != 3 or A.shape != B.shape:
@@ -282,6 +284,8 @@ def scan_to_mesh(vertices, triangles, scan_points, mesh_landmarks, scan_landmark
 
     P = checks.points(scan_points, "scan_points", min_count=3)
     F = checks.triangles(triangles, len(np.asarray(vertices)))
+    if isinstance(n_points, bool) or not isinstance(n_points, (int, np.integer)) or n_points < 3:
+        raise ValueError(f"n_points must be an integer >= 3, got {n_points!r}")
     R, t, its = icp_align(vertices, P, mesh_landmarks, scan_landmarks, **icp)
     V = np.asarray(vertices, dtype=np.float64) @ R.T + t
     if n_points < len(P):
@@ -333,26 +337,30 @@ class Evaluation:
         out["all"] = np.ones(len(self.condition), bool)
         return out
 
+    def _enough(self, on: np.ndarray) -> bool:
+        """At least two people (the bootstrap's unit) in the subset."""
+        return len(np.unique(self.groups[on])) >= 2
+
     def _interval(self, values: np.ndarray, on: np.ndarray) -> Interval:
-        if on.sum() < 2:   # one face: a mean without an interval
+        if not self._enough(on):   # one person: a mean without an interval
             return Interval(float(values[on].mean()), float("nan"), float("nan"), self.level, int(on.sum()))
         return bootstrap_ci(values[on], groups=self.groups[on], level=self.level, n_boot=self.n_boot, seed=self.seed)
 
     def table(self, reference: str = "true") -> dict:
         """{method: {condition ... "all": :class:`Interval`}}: Table III per condition, with intervals
-        (NaN bounds for a condition with a single face)."""
+        (NaN bounds for a condition with a single person)."""
         self._check(reference)
         return {m: {c: self._interval(self.errors[reference][m], on) for c, on in self._subsets().items()}
                 for m in self.methods}
 
     def compare(self, a: str, b: str, reference: str = "true") -> dict:
         """{condition ... "all": :class:`Comparison`} of method ``a`` against ``b`` (``a - b``);
-        conditions with a single face are left out."""
+        conditions with a single person are left out."""
         self._check(reference, a, b)
         e = self.errors[reference]
         return {c: paired_comparison(e[a][on], e[b][on], names=(a, b), groups=self.groups[on], level=self.level,
                                      n_boot=self.n_boot, seed=self.seed)
-                for c, on in self._subsets().items() if on.sum() >= 2}
+                for c, on in self._subsets().items() if self._enough(on)}
 
     def normalized(self, reference: str = "true") -> np.ndarray:
         """Eq. (7) over the methods: (M, J), columns in the order of :attr:`methods`."""
@@ -392,11 +400,13 @@ class Evaluation:
             for m in self.methods:
                 if m != focus:
                     c = self.compare(m, focus, r)
-                    lines.append(f"- {m}: " + "; ".join(f"{k} {v.diff.mean:+.3f} [{v.diff.low:+.3f}, {v.diff.high:+.3f}]"
-                                                         for k, v in c.items()))
+                    cells = [f"{k} {v.diff.mean:+.3f} [{v.diff.low:+.3f}, {v.diff.high:+.3f}]" for k, v in c.items()]
+                    lines.append(f"- {m}: " + "; ".join(cells))
         if self.scan_summary:
-            lines += ["", "**Scan-to-mesh (NoW-style, mm)**", "", "| method | median | mean | std |", "|---|---|---|---|"]
-            lines += [f"| {m} | {v['median']:.3f} | {v['mean']:.3f} | {v['std']:.3f} |" for m, v in self.scan_summary.items()]
+            lines += ["", "**Scan-to-mesh (NoW-style, mm)**", "", "| method | median | mean | std |",
+                      "|---|---|---|---|"]
+            lines += [f"| {m} | {v['median']:.3f} | {v['mean']:.3f} | {v['std']:.3f} |"
+                      for m, v in self.scan_summary.items()]
         return "\n".join(lines) + "\n"
 
     def to_dict(self) -> dict:
@@ -431,6 +441,8 @@ def evaluate(predictions: dict, data, *, references=REFERENCES, scans: bool = Fa
 
     if not predictions:
         raise ValueError("predictions must hold at least one method")
+    references = (references,) if isinstance(references, str) else tuple(references)
+    _check_level(level, n_boot)
     bad = [r for r in references if r not in REFERENCES]
     if bad or not references:
         raise ValueError(f"references must be some of {REFERENCES}, got {tuple(references)!r}")
@@ -489,6 +501,7 @@ def gallery(predictions: dict, data, rows, triangles, *, reference: str = "true"
         per_vertex = np.stack([np.linalg.norm(aligned[m] - gt[0], axis=1) for m in methods])   # (J, N)
         heat = normalized_vertex_errors(per_vertex)
         numbers.append(normalized_errors(per_vertex.mean(1)[None])[0])
-        renders.append([viz.error_image(aligned[m], triangles, heat[j], 10.0, size=size) for j, m in enumerate(methods)])
+        renders.append([viz.error_image(aligned[m], triangles, heat[j], 10.0, size=size)
+                        for j, m in enumerate(methods)])
         photos.append(data.read("image", i))
     return viz.gallery_figure(photos, renders, methods, np.array(numbers), row_labels=row_labels)

@@ -109,18 +109,21 @@ def export_mesh(path, vertices, triangles, colors=None, *, texcoords=None, textu
 
     ``.ply``: vertex colours (``colors``). ``.obj``: the texture (``texcoords`` + ``texture``) when
     given, written beside it as ``<name>.png`` with ``<name>.mtl``; else vertex colours. ``.glb``: the
-    texture when given, else vertex colours. An existing file is an error unless ``force``.
+    texture when given, else vertex colours. An existing file (the mesh, or for a textured OBJ its
+    ``.mtl`` / ``.png``) is an error unless ``force``.
     Returns the path written.
     """
     path = Path(path)
     suffix = path.suffix.lower()
     if suffix not in FORMATS:
         raise ValueError(f"the file's suffix must be one of {FORMATS}, got {path.name!r}")
-    if path.exists() and not force:
-        raise FileExistsError(f"{path} exists (use force=True, or --force, to overwrite it)")
+    textured = texture is not None and suffix in (".obj", ".glb")
+    written = [path] + ([path.with_suffix(".mtl"), path.with_suffix(".png")] if textured and suffix == ".obj" else [])
+    for p in written:
+        if p.exists() and not force:
+            raise FileExistsError(f"{p} exists (use force=True, or --force, to overwrite it)")
     if not path.parent.is_dir():
         raise FileNotFoundError(f"the folder {path.parent} does not exist")
-    textured = texture is not None and suffix in (".obj", ".glb")
     mesh = to_trimesh(vertices, triangles, colors, texcoords=texcoords if textured else None,
                       texture=texture if textured else None)
     if suffix == ".obj":

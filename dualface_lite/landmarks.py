@@ -116,7 +116,9 @@ def read_pts(path, n: int = 68) -> np.ndarray:
         pts = np.array(rows, dtype=np.float64)
     except (IndexError, ValueError):
         raise ValueError(f"{path.name}: could not read its points") from None
-    if declared != len(pts) or pts.ndim != 2 or pts.shape[1] != 2:
+    if pts.ndim != 2 or pts.shape[1] != 2:
+        raise ValueError(f"{path.name}: each point must be two numbers (u v), got rows of {pts.shape[-1]}")
+    if declared != len(pts):
         raise ValueError(f"{path.name}: its header says {declared} points, its block holds {len(pts)} rows")
     if len(pts) != n:
         raise ValueError(f"{path.name} holds {len(pts)} points; the kit needs the {n} iBUG landmarks")
@@ -180,7 +182,11 @@ def available_backends() -> list:
 @functools.lru_cache(maxsize=None)
 def _dlib():
     """dlib, its HOG face detector and the 68-point predictor, loaded once (about a second)."""
-    import dlib
+    try:
+        import dlib
+    except ImportError:
+        raise WeightsMissingError("the dlib backend needs dlib: pip install dlib-bin face-recognition-models "
+                                  "(or the kit's extra: pip install -e \".[wild]\")") from None
 
     return dlib, dlib.get_frontal_face_detector(), dlib.shape_predictor(str(dlib_predictor_path()))
 

@@ -141,6 +141,11 @@ class DualNetwork:
             if net.net.n_vertices != model.n_vertices:
                 raise ValueError(f"the {v} network predicts {net.net.n_vertices} vertices, the model has "
                                  f"{model.n_vertices}")
+        keys = {net.config.dataset.key() for net in networks.values()}
+        fits = {json.dumps(net.config.dataset.fit_kwargs(), sort_keys=True) for net in networks.values()}
+        if len(keys) > 1 or len(fits) > 1:
+            raise ValueError(f"the networks were trained on different datasets or landmark-fit settings "
+                             f"({sorted(keys)}): a dual network's parts must share their S0")
         if "Ours" in networks:
             if prior is not None and prior is not networks["Ours"].prior:
                 raise ValueError("the Ours network was trained on the outputs of its own MRF prior: pass no "
@@ -314,7 +319,8 @@ class DualNetwork:
         one pass of each network."""
         from tqdm.auto import tqdm
 
-        variants = self.variants if variants is None else tuple(variants)
+        variants = self.variants if variants is None else (variants,) if isinstance(variants, str) \
+            else tuple(variants)
         for v in variants:
             self._require(v)
         s0, colors = np.asarray(data.s0, np.float32), np.asarray(data.colors, np.float32)
@@ -357,10 +363,17 @@ class DualNetwork:
         """Write everything to ``folder``: ``manifest.json`` (package version, model fingerprint,
         dataset key, fit settings, the networks' settings), ``prior.pt``, ``networks/<variant>/`` and
         ``lm2vertex.npz``. Written to a temporary folder first, then moved into place."""
-        folder = Path(folder)
+        folder = Path(folder).resolve()
+        if folder.exists() and not (folder / "manifest.json").is_file() and any(folder.iterdir()):
+            raise FileExistsError(f"{folder} exists and holds something other than a saved dual network: "
+                                  f"choose a new or empty folder")
+        if folder.exists() and (folder / "manifest.json").is_file() and \
+                "networks" not in json.loads((folder / "manifest.json").read_text()):
+            raise FileExistsError(f"{folder} holds something else (its manifest.json is not a dual network's)")
         tmp = folder.parent / f".{folder.name}.new"
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
+        origin = {v: net.folder for v, net in self.networks.items()}
         if self.prior is not None:
             self.prior.save(tmp / "prior.pt")
         for v, net in self.networks.items():
@@ -375,6 +388,8 @@ class DualNetwork:
         if folder.exists():
             shutil.rmtree(folder)
         tmp.rename(folder)
+        for v, net in self.networks.items():   # TrainedNetwork.save pointed them at the temporary folder
+            net.folder = origin[v] if origin[v] is not None else folder / "networks" / v
         return folder
 
     @classmethod

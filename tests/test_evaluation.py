@@ -144,6 +144,10 @@ def test_scan_to_mesh_known_geometry(model):
     assert d0.icp_iterations == 0 and 0.95 < d0.median < 1.05 and d0.std < 0.1
     d = E.scan_to_mesh(model.mean, model.triangles, scan, mesh_lm, scan_lm, n_points=3000)
     assert d.median < 0.6 * d0.median
+    with pytest.raises(ValueError, match="n_points"):
+        E.scan_to_mesh(model.mean, model.triangles, scan, mesh_lm, scan_lm, n_points=0)
+    with pytest.raises(ValueError, match="trim"):
+        E.scan_to_mesh(model.mean, model.triangles, scan, mesh_lm, scan_lm, trim=0.0)
     # NaN landmarks are skipped; fewer than 3 left is an error
     scan_lm[:-2] = np.nan
     with pytest.raises(ValueError, match="at least 3 landmarks"):
@@ -197,3 +201,20 @@ def test_evaluate_reads_the_errors(rng):
         E.evaluate({}, split)
     with pytest.raises(ValueError):
         E.evaluate({"good": good}, split, references=("scan",))
+    with pytest.raises(ValueError, match="n_boot"):
+        E.evaluate({"good": good}, split, n_boot=5)
+    assert list(E.evaluate({"good": good}, split, references="true", n_boot=200).errors) == ["true"]
+
+
+def test_one_person_gets_no_interval(rng):
+    """A condition held by one person (two captures) has a mean but no interval and no comparison:
+    resampling people would always redraw the same person and feign certainty."""
+    M, N = 6, 20
+    true = rng.normal(size=(M, N, 3)) * 20
+    split = _Split(true, true, np.array([0, 0, 1, 1, 1, 1]), np.array([0, 0, 1, 1, 2, 2]))
+    ev = E.evaluate({"a": true + rng.normal(size=true.shape), "b": true + 2 * rng.normal(size=true.shape)},
+                    split, n_boot=200)
+    t = ev.table("true")["a"]
+    assert np.isfinite(t["neutral"].mean) and np.isnan(t["neutral"].low) and np.isfinite(t["expression"].low)
+    assert "neutral" not in ev.compare("a", "b") and "expression" in ev.compare("a", "b")
+    assert json.loads(json.dumps(ev.to_dict()))["table_true"]["a"]["neutral"]["low"] is None

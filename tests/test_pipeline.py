@@ -117,6 +117,14 @@ def test_save_and_load_reproduce_exactly(dual, test_split, tmp_path, model):
     assert man["dataset"] == TINY.key() and man["model"] == pipeline.model_fingerprint(model)
     assert sorted(man["networks"]) == ["Ours", "ResNet", "ResNetGC"]
 
+    assert dual.networks["Ours"].folder.name != "Ours"          # still the cache folder, not the copy
+    (tmp_path / "notes").mkdir()
+    (tmp_path / "notes" / "mine.txt").write_text("keep me")
+    with pytest.raises(FileExistsError, match="other than a saved dual network"):
+        dual.save(tmp_path / "notes")
+    assert (tmp_path / "notes" / "mine.txt").read_text() == "keep me"
+    dual.save(folder)                                              # over a saved dual network: fine
+
     # another version, another model, no folder: clear errors
     bad = dict(man, version="0.0.1")
     (folder / "manifest.json").write_text(json.dumps(bad))
@@ -151,6 +159,7 @@ def test_bad_input(dual, test_split, model):
         dual.stages(d.s0, d.colors, d.image[:1], d.landmarks[:1], "ResNetGC")
     with pytest.raises(TypeError):
         DualNetwork("model", {})
+    assert list(dual.predict_all(d, "GC")) == ["GC"]                # one variant by its name
 
 
 def test_gallery_and_scans_on_real_records(dual, test_split, model):

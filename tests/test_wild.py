@@ -49,6 +49,9 @@ def test_pts_round_trip_and_errors(tmp_path, rng):
     (tmp_path / "c.pts").write_text("version: 1\nn_points: 68\n{\n1 2\n}\n")
     with pytest.raises(ValueError, match="header says 68"):
         L.read_pts(tmp_path / "c.pts")
+    (tmp_path / "e.pts").write_text("version: 1\nn_points: 2\n{\n1 2 3\n4 5 6\n}\n")
+    with pytest.raises(ValueError, match="two numbers"):
+        L.read_pts(tmp_path / "e.pts")
     (tmp_path / "d.pts").write_text("hello")
     with pytest.raises(ValueError, match="not an iBUG .pts"):
         L.read_pts(tmp_path / "d.pts")
@@ -182,6 +185,10 @@ def test_exports_round_trip(tmp_path, model, fitted, astronaut, suffix):
     io.export_mesh(path, fitted.vertices, model.triangles, fitted.colors, force=True)
     with pytest.raises(ValueError, match="suffix"):
         io.export_mesh(tmp_path / "face.stl", fitted.vertices, model.triangles)
+    if suffix == ".obj":   # the texture beside it is not overwritten either
+        (tmp_path / "face.obj").unlink()
+        with pytest.raises(FileExistsError, match=r"face\.(mtl|png) exists"):
+            io.export_mesh(path, fitted.vertices, model.triangles, texcoords=model.texcoords, texture=tex)
 
 
 def test_texture_matches_the_vertex_colours(model, fitted, astronaut):
@@ -235,6 +242,19 @@ def test_cli_reconstructs_and_reports_bad_photos(tmp_path, photo_dir, astronaut,
         line = [ln for ln in report.splitlines() if ln.startswith(name)]
         assert len(line) == 1 and why in line[0], (name, report)
     assert "4 of 5 photos failed" in r.stderr
+
+
+def test_photos_with_one_name(tmp_path, astronaut):
+    """a.png and a.jpg in one folder get a_png.ply and a_jpg.ply, not one file twice."""
+    from dualface_lite import cli
+
+    (tmp_path / "in").mkdir()
+    Image.fromarray(astronaut).save(tmp_path / "in" / "a.png")
+    Image.fromarray(astronaut).save(tmp_path / "in" / "a.jpg")
+    lines = []
+    written, failed = cli.reconstruct_photos(tmp_path / "in", tmp_path / "out", variant="GC", progress=False,
+                                             log=lines.append)
+    assert not failed and sorted(p.name for p in written) == ["a_jpg.ply", "a_png.ply"], lines
 
 
 def test_cli_bad_arguments(tmp_path, photo_dir):
