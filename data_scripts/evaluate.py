@@ -30,6 +30,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+import numpy as np  # noqa: E402
+
 from dualface_lite import __version__, fetch, load_model, paths  # noqa: E402
 from dualface_lite.data import DatasetNotBuiltError, load_split  # noqa: E402
 from dualface_lite.evaluation import evaluate, gallery  # noqa: E402
@@ -76,8 +78,6 @@ def write_report(dual: DualNetwork, test, out: Path, *, scans: bool = True, n_bo
                                    paper=PAPER_TABLE_III if r == "s_hat" else None)
         fig.savefig(out / f"conditions_{r}.png", dpi=110)
         plt.close(fig)
-    import numpy as np
-
     rows = [int(i) for c in range(len(test.condition_names))
             for i in np.flatnonzero(test.condition == c)[:gallery_faces]]
     labels = [f"{test.condition_names[test.condition[i]]} (face {i})" for i in rows]

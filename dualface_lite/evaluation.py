@@ -477,8 +477,9 @@ def evaluate(predictions: dict, data, *, references=REFERENCES, scans: bool = Fa
                 per_face[m][i] = d.mean()
                 pooled[m].append(d)
         ev.scans = per_face
-        ev.scan_summary = {m: {"median": float(np.median(np.concatenate(d))), "mean": float(np.concatenate(d).mean()),
-                               "std": float(np.concatenate(d).std())} for m, d in pooled.items()}
+        all_points = {m: np.concatenate(d) for m, d in pooled.items()}   # every scan point of every face
+        ev.scan_summary = {m: {"median": float(np.median(d)), "mean": float(d.mean()), "std": float(d.std())}
+                           for m, d in all_points.items()}
     return ev
 
 
