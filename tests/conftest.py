@@ -1,7 +1,14 @@
-import numpy as np
-import pytest
+import os
 
-import dualface_lite as df
+# torch's OpenMP threads sleep while they wait instead of spinning (set before torch is first imported):
+# on a 2-core machine that other work keeps busy, spinning threads made training steps several times slower
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+import dualface_lite as df  # noqa: E402
 
 
 @pytest.fixture(scope="session")
@@ -13,6 +20,16 @@ def model():
 @pytest.fixture
 def rng():
     return np.random.default_rng(12345)
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """One torch thread for a module whose torch work is small (one photo at a time, a tiny training): on a
+    machine that other work keeps busy, two threads wait on each other (FAN 34 s against 20 s measured)."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
 
 
 @pytest.fixture(scope="session")
@@ -32,3 +49,13 @@ def tiny_data_root(tmp_path_factory, model):
     root = tmp_path_factory.mktemp("datasets")
     build_dataset(TINY, root=root, workers=2, progress=False, model=model)
     return root
+
+
+def pytest_collection_modifyitems(items):
+    """Two tiers: ``make test-fast`` runs the tests marked neither ``slow`` nor ``integration``.
+    The chapter checks read the book build (``slow``); the browser tests drive chromium (``integration``)."""
+    for item in items:
+        if item.get_closest_marker("notebooks"):
+            item.add_marker(pytest.mark.slow)
+        if item.get_closest_marker("browser"):
+            item.add_marker(pytest.mark.integration)

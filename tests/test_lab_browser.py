@@ -37,7 +37,7 @@ import sys
 import time
 from pathlib import Path
 from urllib.parse import urlparse
-from urllib.request import urlopen
+from urllib.request import Request, urlopen
 
 import pytest
 
@@ -377,9 +377,33 @@ def test_chapter_2_lambda_slider_refits(lab, browser):
 
 
 def test_server_stays_on_localhost(lab):
-    """The server listens on 127.0.0.1 only, and wants the token."""
+    """The server listens on 127.0.0.1 only, wants the token, and its status counts the kernels it runs:
+    one more while a kernel the test starts runs, as many as before once it is shut down."""
+    import psutil
+
     url, token, _ = lab
-    with urlopen(f"{url}/api/status?token={token}", timeout=5) as r:
-        assert json.load(r)["kernels"] >= 0
+    port = urlparse(url).port
+    listening = [c.laddr.ip for c in psutil.net_connections("tcp")
+                 if c.status == psutil.CONN_LISTEN and c.laddr.port == port]
+    assert listening and set(listening) == {"127.0.0.1"}, listening
+
+    def api(path: str, method: str = "GET", body: dict | None = None):
+        data = None if body is None else json.dumps(body).encode()
+        req = Request(f"{url}{path}", data=data, method=method, headers={"Authorization": f"token {token}"})
+        with urlopen(req, timeout=STEP_TIMEOUT_MS / 1000) as r:
+            text = r.read()
+            return r.status, (json.loads(text) if text else None)
+
+    _, before = api("/api/kernels")
+    _, status = api("/api/status")
+    assert status["kernels"] == len(before) and {"started", "last_activity", "connections"} <= set(status)
+    code, kernel = api("/api/kernels", "POST", {"name": "python3"})
+    try:
+        assert code == 201 and kernel["name"] == "python3"
+        assert kernel["id"] in [k["id"] for k in api("/api/kernels")[1]]
+        assert api("/api/status")[1]["kernels"] == len(before) + 1
+    finally:
+        assert api(f"/api/kernels/{kernel['id']}", "DELETE")[0] == 204
+    assert api("/api/status")[1]["kernels"] == len(before)
     with pytest.raises(OSError):
         urlopen(f"{url}/api/contents", timeout=5)               # 403 without the token

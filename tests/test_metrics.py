@@ -3,12 +3,15 @@ import pytest
 
 from dualface_lite import metrics
 from dualface_lite.camera import rotation_matrix
+from dualface_lite.landmarks import normalized_mean_error
 
 
 def test_alignment_removes_a_rigid_motion(model, rng):
     R = rotation_matrix(23, -11, 7)
     moved = model.mean @ R.T + np.array([12.0, -40.0, 300.0])
-    assert metrics.mean_vertex_error(moved, model.mean, align=False) > 50
+    # unaligned: the mean distance between each vertex and its moved self
+    assert metrics.mean_vertex_error(moved, model.mean, align=False) == pytest.approx(
+        np.linalg.norm(moved - model.mean, axis=1).mean(), rel=1e-9)
     assert metrics.mean_vertex_error(moved, model.mean) < 1e-3
     R2, t2, c = metrics.rigid_align(moved, model.mean)
     np.testing.assert_allclose(R2, R.T, atol=1e-6)
@@ -28,7 +31,10 @@ def test_error_of_a_known_offset(model, rng):
 
 def test_scale_is_an_error_unless_asked(model):
     big = 1.1 * model.mean
-    assert metrics.mean_vertex_error(big, model.mean) > 2.0
+    # the best rigid motion puts the centroids together: what is left is 0.1 x each vertex's distance
+    # from the centroid (measured 5.656 mm)
+    spread = np.linalg.norm(model.mean - model.mean.mean(0), axis=1).mean()
+    assert metrics.mean_vertex_error(big, model.mean) == pytest.approx(0.1 * spread, rel=1e-4)
     R, t, c = metrics.rigid_align(big, model.mean, scale=True)
     assert c == pytest.approx(1 / 1.1, rel=1e-6)
 
@@ -43,6 +49,25 @@ def test_landmark_error():
     a = np.zeros((68, 2))
     b = a + np.array([3.0, 4.0])
     assert metrics.landmark_error(a, b) == pytest.approx(5.0)
+
+
+def test_normalized_mean_error_by_hand():
+    # 68 landmarks, outer eye corners (iBUG 37 and 46) 60 px apart; three predictions off by 5, 6 and 7 px
+    gt = np.zeros((68, 2))
+    gt[:, 0] = np.arange(68.0)
+    gt[36], gt[45] = (10.0, 50.0), (70.0, 50.0)
+    pred = gt.copy()
+    pred[0] += (3.0, 4.0)        # 5 px
+    pred[30] += (0.0, -6.0)      # 6 px
+    pred[45] += (7.0, 0.0)       # 7 px: the prediction's eyes do not set the scale, the truth's do
+    assert normalized_mean_error(pred, gt) == pytest.approx((5 + 6 + 7) / 68 / 60, rel=1e-12)
+    # the interocular distance is the truth's: swapping the arguments uses the moved eye corner (67 px)
+    assert normalized_mean_error(gt, pred) == pytest.approx((5 + 6 + 7) / 68 / 67, rel=1e-12)
+    # scale-free: both sets twice as large, and moved, give the same figure
+    assert normalized_mean_error(2 * pred + 9, 2 * gt + 9) == pytest.approx((5 + 6 + 7) / 68 / 60, rel=1e-12)
+    assert normalized_mean_error(gt, gt) == 0.0
+    with pytest.raises(ValueError, match=r"\(68, 2\)"):
+        normalized_mean_error(pred[:67], gt[:67])
 
 
 def test_bad_inputs(model):
@@ -68,7 +93,7 @@ def test_batch_alignment_matches_one_face_at_a_time(model, rng):
     np.testing.assert_allclose(aligned, faces, atol=1e-6)
     # a mirror image is not a rotation: the batch alignment must not reflect
     mirrored = faces * np.array([-1.0, 1.0, 1.0])
-    assert metrics.mean_vertex_errors(mirrored, faces).min() > 1.0
+    np.testing.assert_allclose(metrics.mean_vertex_errors(mirrored, faces), [26.76, 29.66, 44.58, 33.64], rtol=0.1)
     with pytest.raises(ValueError, match="same shape"):
         metrics.mean_vertex_errors(noisy, faces[:2])
     with pytest.raises(ValueError, match=r"\(M, N, 3\)"):

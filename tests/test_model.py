@@ -39,22 +39,23 @@ def test_shape_is_linear_and_roundtrips(model, rng):
     np.testing.assert_allclose(model.shape(a[:5]), model.shape(np.r_[a[:5], np.zeros(58)]), atol=1e-4)
     # one standard deviation of the first mode moves the face by sigma_1 in norm
     d = model.shape([1.0]) - model.mean
-    assert abs(np.linalg.norm(d) - model.sigma[0]) < 1e-2 * model.sigma[0]
+    assert np.linalg.norm(d) == pytest.approx(model.sigma[0], rel=1e-5)
 
 
 def test_expressions_move_the_mouth_not_the_ears(model):
     smile = model.shape(expr=[0, 0, 0, 1, 0, 0]) - model.mean
     moved = np.linalg.norm(smile, axis=1)
     mouth = model.ibug68[48:60]
-    assert moved[mouth].mean() > 1.0
-    assert moved[model.contour_right[:3]].mean() < moved[mouth].mean()
+    # measured: the mouth moves 10.29 mm on average, the three top right contour points 6.49 mm
+    assert moved[mouth].mean() == pytest.approx(10.29, rel=0.1)
+    assert moved[model.contour_right[:3]].mean() == pytest.approx(6.49, rel=0.1)
 
 
 def test_landmark_map_is_anatomical(model):
     lm = model.landmarks_3d()
     # the subject's right eye corner (iBUG 37) is at -x, the left (46) at +x, nose tip the most forward
-    assert lm[36, 0] < -30 and lm[45, 0] > 30
-    assert lm[30, 2] == pytest.approx(model.mean[:, 2].max(), abs=3.0)
+    assert lm[36, 0] == pytest.approx(-46.17, rel=0.1) and lm[45, 0] == pytest.approx(46.19, rel=0.1)
+    assert lm[30, 2] == pytest.approx(model.mean[:, 2].max(), abs=0.031)    # measured 0.028 mm below
     assert lm[8, 1] < lm[57, 1] < lm[33, 1] < lm[27, 1]  # chin < lower lip < nose base < nose bridge
     assert model.ibug_defined.sum() == 50  # 68 less 16 jaw points and the two inner mouth corners
     assert not model.ibug_defined[[60, 64]].any()
@@ -68,8 +69,8 @@ def test_symmetry(model):
     s = model.symmetry
     mirrored = model.mean[s] * np.array([-1, 1, 1])
     err = np.linalg.norm(mirrored - model.mean, axis=1)
-    assert np.median(err) < 1.0
-    assert (s[s] == np.arange(model.n_vertices)).mean() > 0.95
+    assert np.median(err) < 0.45                                   # measured 0.411 mm
+    assert (s[s] == np.arange(model.n_vertices)).mean() > 0.95    # measured 0.988
     assert s[model.ibug68[36]] == model.ibug68[45]  # eye corners swap
 
 

@@ -495,6 +495,7 @@ def test_a_real_page_that_lost_a_figure_fails():
     assert page_counts(html[: m.start()] + html[m.end():]).images == want.images - 1
 
 
+@pytest.mark.integration
 def test_forgotten_renderer_in_a_real_kernel_fails(tmp_path):
     """Run a tiny chapter in a real kernel, once without and once with viz.use_plotly_renderer()."""
     show = [
@@ -513,6 +514,7 @@ def test_forgotten_renderer_in_a_real_kernel_fails(tmp_path):
     assert rep.problems == [] and rep.counts == Figures(plotly=2, images=0)
 
 
+@pytest.mark.integration
 def test_a_chapter_without_its_renderer_line_fails(tmp_path):
     """Chapter 0's first cells in a copy, with the renderer line dropped, lose their plotly figure."""
     path = NOTEBOOKS[0]

@@ -8,6 +8,9 @@ import torch
 from dualface_lite.resnet import BACKBONES, HEAD_CHANNELS, AppearanceNet, imagenet_weights_path, layer_table
 
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")   # conftest.py: small torch work, one thread
+
+
 @pytest.mark.parametrize("size", [64, 96])
 def test_output_shape_and_head_at_any_input_size(size):
     net = AppearanceNet("resnet18", input_size=size, n_vertices=3448).eval()

@@ -2,7 +2,8 @@
 astronaut) and on the kit's synthetic photos against their true landmarks, large / grayscale photos, no face,
 the face-alignment adapter run for real offline (random FAN weights in a temporary torch hub cache), the
 exports round-tripping through trimesh, the texture cut from the photo, and the `dualface` command with
-every bad input of the issue."""
+every bad input of the issue; landmarks from a .pts file, the MRFGC variant, and the networks read back
+from the cache."""
 import io as stdio
 import os
 import subprocess
@@ -14,13 +15,21 @@ import pytest
 import torch
 from PIL import Image
 
-from dualface_lite import io, landmarks as L
+from dualface_lite import cli, io, landmarks as L
+from dualface_lite.data import DatasetConfig, load_split
 from dualface_lite.pipeline import DualNetwork
+from tinydata import TINY
 
 ROOT = Path(__file__).resolve().parent.parent
 #: four landmarks of the astronaut labelled by hand (u, v px, about +-3 px): outer eye corners (iBUG 37, 46),
-#: nose tip (31) and chin (9), 0-based indices; dlib's mean error on them, by the inter-ocular distance, is 0.045
+#: nose tip (31) and chin (9), 0-based indices; dlib's mean error on them, by the inter-ocular distance, is 0.0456
 ASTRONAUT_HAND = {36: (193, 101), 45: (255, 103), 30: (225, 126), 8: (222, 184)}
+#: a network of one epoch on 8 photos of the tiny dataset of tinydata.py (seconds to train)
+TINY_TRAINING = dict(name="tiny", dataset=TINY, input_size=32, batch_size=8, epochs=1, patience=1, lr=3e-3,
+                     max_photos=8)
+
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")   # conftest.py: small torch work, one thread
 
 
 @pytest.fixture(scope="module")
@@ -87,20 +96,20 @@ def test_read_image_modes_exif_and_bad_files(tmp_path, astronaut):
 def test_dlib_on_a_real_photo(astronaut):
     faces = L.detect_landmarks(astronaut, "dlib")
     f = faces[0]
-    assert f.backend == "dlib" and f.landmarks.shape == (68, 2) and f.score > 0.5
+    assert f.backend == "dlib" and f.landmarks.shape == (68, 2) and f.score > 1.05      # measured 1.164
     assert [g.size for g in faces] == sorted((g.size for g in faces), reverse=True)
-    left, top, right, bottom = f.box
-    assert 150 < left < right < 300 and 50 < top < bottom < 200          # her face, not the flag
+    # her face, not the flag: (left, top, right, bottom) measured (175, 76, 265, 166), within 10% of its side
+    np.testing.assert_allclose(f.box, (175, 76, 265, 166), atol=9)
     idx = list(ASTRONAUT_HAND)
     hand = np.array([ASTRONAUT_HAND[k] for k in idx], dtype=float)
     nme = np.linalg.norm(f.landmarks[idx] - hand, axis=1).mean() / np.linalg.norm(hand[0] - hand[1])
-    assert nme < 0.07, nme
+    assert nme < 0.050, nme                                                 # measured 0.0456
     # the same photo in grey, and 4x larger (searched on a reduced copy, landmarks on the full photo)
     grey = L.detect_landmarks(np.asarray(Image.fromarray(astronaut).convert("L")), "dlib")[0]
-    assert L.normalized_mean_error(grey.landmarks, f.landmarks) < 0.05
+    assert L.normalized_mean_error(grey.landmarks, f.landmarks) < 0.0086   # measured 0.0078
     big = np.asarray(Image.fromarray(astronaut).resize((2048, 2048), Image.BICUBIC))
     b = L.detect_landmarks(big, "dlib", max_side=1024)[0]
-    assert L.normalized_mean_error(b.landmarks / 4, f.landmarks) < 0.05
+    assert L.normalized_mean_error(b.landmarks / 4, f.landmarks) < 0.0115  # measured 0.0104
     with pytest.raises(L.NoFaceError):
         L.detect_landmarks(np.full((300, 300, 3), 128, np.uint8), "dlib")
     with pytest.raises(ValueError, match="backend must be"):
@@ -108,10 +117,11 @@ def test_dlib_on_a_real_photo(astronaut):
 
 
 #: measured on the lite test photos (rendered faces, 224 px): dlib finds 69 of 90 and its normalised mean error
-#: against their exact landmarks is 0.093 (chapter 7); bounds 20% looser
+#: against their exact landmarks is 0.093 (chapter 7); bounds 10% looser
 SYNTH_FOUND, SYNTH_NME = 69, 0.093
 
 
+@pytest.mark.slow
 def test_dlib_on_the_kits_photos_against_their_landmarks():
     from dualface_lite import data
 
@@ -125,8 +135,8 @@ def test_dlib_on_the_kits_photos_against_their_landmarks():
             continue
         nme.append(L.normalized_mean_error(f.landmarks, test.read("landmarks", i)))
     print(f"\ndlib on {len(test)} synthetic photos: found {len(nme)}, NME {np.mean(nme):.3f}")
-    assert len(nme) >= 0.8 * SYNTH_FOUND
-    assert np.mean(nme) <= 1.2 * SYNTH_NME
+    assert 0.9 * SYNTH_FOUND <= len(nme) <= 1.1 * SYNTH_FOUND
+    assert 0.9 * SYNTH_NME <= np.mean(nme) <= 1.1 * SYNTH_NME
 
 
 # --------------------------------------------------------------------------- face-alignment, offline
@@ -158,10 +168,19 @@ def test_face_alignment_adapter_offline(tmp_path, monkeypatch, astronaut):
 
 # --------------------------------------------------------------------------- export
 @pytest.fixture(scope="module")
-def fitted(model, astronaut):
-    dual = DualNetwork(model, {}, fit_kwargs={})
-    lm = L.detect_landmarks(astronaut, "dlib")[0].landmarks
-    return dual.reconstruct(astronaut, lm, "GC")
+def gc_lite(model):
+    """The landmark fit alone with the lite dataset's settings: what `dualface reconstruct --variant GC` runs."""
+    return DualNetwork(model, {}, fit_kwargs=DatasetConfig.lite().fit_kwargs())
+
+
+@pytest.fixture(scope="module")
+def dlib_landmarks(astronaut):
+    return L.detect_landmarks(astronaut, "dlib")[0].landmarks
+
+
+@pytest.fixture(scope="module")
+def fitted(gc_lite, astronaut, dlib_landmarks):
+    return gc_lite.reconstruct(astronaut, dlib_landmarks, "GC")
 
 
 @pytest.mark.parametrize("suffix", io.FORMATS)
@@ -197,10 +216,10 @@ def test_texture_matches_the_vertex_colours(model, fitted, astronaut):
     tex, seen = io.texture_from_photo(model, fitted.fit, astronaut, size=512)
     ij = np.clip(np.round(model.texcoords * 511).astype(int), 0, 511)        # (u, v) -> column, row
     vis = fitted.fit.visible & seen[ij[:, 1], ij[:, 0]]
-    assert vis.sum() > 1000
+    assert vis.sum() > 2890                                                   # measured 3207
     diff = np.abs(tex[ij[vis, 1], ij[vis, 0]] / 255.0 - fitted.colors[vis]).mean()
-    assert diff < 0.05
-    assert 0.2 < seen.mean() < 0.9
+    assert diff < 0.0047                                                      # measured 0.00426
+    assert 0.63 < seen.mean() < 0.77                                          # measured 0.701
     assert tex[~seen].std(0).max() < 1e-6                                     # one fill colour
 
 
@@ -210,15 +229,13 @@ def _dualface(*args, cwd=None):
                           text=True, timeout=600, cwd=cwd)
 
 
-def test_cli_reconstructs_and_reports_bad_photos(tmp_path, photo_dir, astronaut, model):
+@pytest.mark.integration
+def test_cli_reconstructs_and_reports_bad_photos(tmp_path, photo_dir, astronaut, fitted):
     out = tmp_path / "out"
     r = _dualface("reconstruct", photo_dir / "astronaut.png", "-o", out, "--variant", "GC", "--format", "obj")
     assert r.returncode == 0, r.stderr
     assert (out / "astronaut.obj").is_file() and (out / "astronaut.png").is_file()
-    back = io.load_mesh(out / "astronaut.obj")
-    lm = L.detect_landmarks(astronaut, "dlib")[0].landmarks
-    expected = DualNetwork(model, {}, fit_kwargs=__import__("dualface_lite").data.DatasetConfig.lite().fit_kwargs())
-    np.testing.assert_allclose(back.vertices, expected.reconstruct(astronaut, lm, "GC").vertices, atol=1e-4)
+    np.testing.assert_allclose(io.load_mesh(out / "astronaut.obj").vertices, fitted.vertices, atol=1e-4)
     # again: nothing is overwritten without --force
     r = _dualface("reconstruct", photo_dir / "astronaut.png", "-o", out, "--variant", "GC", "--format", "obj")
     assert r.returncode == 1 and "exists" in r.stdout + r.stderr
@@ -257,6 +274,7 @@ def test_photos_with_one_name(tmp_path, astronaut):
     assert not failed and sorted(p.name for p in written) == ["a_jpg.ply", "a_png.ply"], lines
 
 
+@pytest.mark.integration
 def test_cli_bad_arguments(tmp_path, photo_dir):
     L.write_pts(tmp_path / "short.pts", np.zeros((5, 2)))
     r = _dualface("reconstruct", photo_dir / "astronaut.png", "-o", tmp_path / "o", "--landmarks",
@@ -286,6 +304,8 @@ def test_untrained_networks_say_how_to_train(tmp_path, model):
         DualNetwork.from_cache("lite", root=tmp_path, model=model)
 
 
+@pytest.mark.slow
+@pytest.mark.integration
 def test_cli_ours_with_the_book_networks(tmp_path, photo_dir, astronaut, model):
     """`dualface reconstruct` with the dual networks of the book (cached by `make book`) writes the same
     face as DualNetwork.reconstruct; a GLB too."""
@@ -297,3 +317,91 @@ def test_cli_ours_with_the_book_networks(tmp_path, photo_dir, astronaut, model):
     np.testing.assert_allclose(io.load_mesh(tmp_path / "astronaut.glb").vertices,
                                dual.reconstruct(astronaut, lm).vertices, atol=1e-4)
     assert os.path.getsize(tmp_path / "astronaut.glb") > 100_000          # the texture is in the file
+
+
+# --------------------------------------------------------------------------- landmarks from a .pts file
+def test_cli_landmarks_from_a_pts_file(tmp_path, photo_dir, astronaut, dlib_landmarks, gc_lite, fitted, model,
+                                       capsys):
+    """`dualface reconstruct photo --landmarks FILE.pts` fits the file's landmarks, not a detector's: the face
+    written is DualNetwork.reconstruct's for them (dlib's, with the jaw line moved 12 px down the photo)."""
+    moved = dlib_landmarks.copy()
+    moved[:17, 1] += 12                                                   # iBUG 1-17, the jaw line
+    pts = L.write_pts(tmp_path / "astronaut.pts", moved)
+    out = tmp_path / "out"
+    assert cli.main(["reconstruct", str(photo_dir / "astronaut.png"), "-o", str(out), "--landmarks", str(pts),
+                     "--variant", "GC", "--quiet"]) == 0
+    assert "(GC, landmarks: the .pts file" in capsys.readouterr().out
+    assert sorted(p.name for p in out.iterdir()) == ["astronaut.ply"]
+    written = io.load_mesh(out / "astronaut.ply").vertices
+    np.testing.assert_allclose(written, gc_lite.reconstruct(astronaut, L.read_pts(pts), "GC").vertices, atol=1e-4)
+    chin = model.ibug68[8]
+    drop = fitted.vertices[chin, 1] - written[chin, 1]                    # mm, the chin lower than dlib's fit
+    assert 3.9 < drop < 4.75, drop                                       # measured 4.32
+    # landmarks that do not fit the photo: that photo fails (exit status 1) and nothing is written
+    far = L.write_pts(tmp_path / "far.pts", dlib_landmarks * 3)
+    assert cli.main(["reconstruct", str(photo_dir / "astronaut.png"), "-o", str(tmp_path / "far"), "--landmarks",
+                     str(far), "--variant", "GC", "--quiet"]) == 1
+    assert "lie outside the 512 x 512 photo" in capsys.readouterr().out
+    assert list((tmp_path / "far").iterdir()) == []
+
+
+def test_cli_folder_with_a_pts_beside_the_photo(tmp_path, astronaut, dlib_landmarks, fitted, capsys):
+    """A folder as the iBUG sets ship them, a photo with its .pts beside it: the .pts is not taken for a photo
+    (no "failed" line for it); with a detector the photo gets the detector's landmarks, with `--landmarks
+    FILE.pts` the file's. A .pts holds the landmarks of one photo: with two photos in the folder it is refused
+    before anything is written."""
+    folder = tmp_path / "set"
+    folder.mkdir()
+    Image.fromarray(astronaut).save(folder / "face.png")
+    pts = L.write_pts(folder / "face.pts", dlib_landmarks)
+    for landmarks, how in (("dlib", "dlib"), (str(pts), "the .pts file")):
+        out = tmp_path / f"out-{how}"
+        assert cli.main(["reconstruct", str(folder), "-o", str(out), "--landmarks", landmarks, "--variant", "GC",
+                         "--quiet"]) == 0
+        log = capsys.readouterr()
+        assert f"face.png -> {out / 'face.ply'} (GC, landmarks: {how}" in log.out, log.out
+        assert "failed" not in log.out + log.err
+        assert sorted(p.name for p in out.iterdir()) == ["face.ply"]
+        np.testing.assert_allclose(io.load_mesh(out / "face.ply").vertices, fitted.vertices, atol=1e-4)
+    Image.fromarray(astronaut).save(folder / "other.png")
+    assert cli.main(["reconstruct", str(folder), "-o", str(tmp_path / "out2"), "--landmarks", str(pts),
+                     "--variant", "GC"]) == 2
+    assert "landmarks of one photo" in capsys.readouterr().err and not (tmp_path / "out2").exists()
+
+
+@pytest.mark.slow
+def test_cli_mrfgc_with_the_book_prior(tmp_path, photo_dir, astronaut, dlib_landmarks, model):
+    """`--variant MRFGC` writes T_P(S0), the MRF prior's refinement of the landmark fit, with the prior that the
+    book's Ours network was trained with (cached by `make book`)."""
+    dual = DualNetwork.from_training("lite", model=model, networks=("Ours",), progress=False, lm2vertex_samples=0)
+    pts = L.write_pts(tmp_path / "astronaut.pts", dlib_landmarks)
+    assert cli.main(["reconstruct", str(photo_dir / "astronaut.png"), "-o", str(tmp_path / "out"), "--landmarks",
+                     str(pts), "--variant", "MRFGC", "--quiet"]) == 0
+    written = io.load_mesh(tmp_path / "out" / "astronaut.ply").vertices
+    expected = dual.reconstruct(astronaut, L.read_pts(pts), "MRFGC")
+    np.testing.assert_allclose(written, expected.vertices, atol=1e-4)
+    np.testing.assert_allclose(expected.vertices, dual.prior.predict(expected.stages["S0"][None],
+                                                                     expected.colors[None])[0], atol=1e-5)
+    assert not np.allclose(written, expected.stages["S0"], atol=1e-3)   # the prior's face, not the fit's
+
+
+# --------------------------------------------------------------------------- the networks from the cache
+def test_from_cache_reads_the_trained_networks(tiny_data_root, tmp_path, model):
+    """DualNetwork.from_cache gives the networks that training left in the cache: the same folder, dataset and
+    fit settings, the same faces; other settings name another network, which is not there."""
+    root = tmp_path / "networks"
+    with pytest.raises(FileNotFoundError, match="not trained yet"):
+        DualNetwork.from_cache("lite", networks=("ResNetGC",), model=model, root=root, **TINY_TRAINING)
+    trained = DualNetwork.from_training("lite", networks=("ResNetGC",), model=model, root=root,
+                                        data_root=tiny_data_root, progress=False, lm2vertex_samples=0,
+                                        **TINY_TRAINING)
+    cached = DualNetwork.from_cache("lite", networks=("ResNetGC",), model=model, root=root, **TINY_TRAINING)
+    assert cached.networks["ResNetGC"].folder == trained.networks["ResNetGC"].folder
+    assert cached.dataset == trained.dataset == TINY.key()
+    assert cached.fit_kwargs == trained.fit_kwargs == TINY.fit_kwargs()
+    test = load_split(TINY, "test", root=tiny_data_root)
+    faces = cached.predict(test, "ResNetGC")
+    np.testing.assert_array_equal(faces, trained.predict(test, "ResNetGC"))
+    assert not np.array_equal(faces, test.s0)                            # the network's residual is in them
+    with pytest.raises(FileNotFoundError, match="not trained yet"):
+        DualNetwork.from_cache("lite", networks=("ResNetGC",), model=model, root=root, **dict(TINY_TRAINING, seed=1))

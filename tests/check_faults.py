@@ -1,0 +1,130 @@
+"""Do the fast tests catch a 15% fault? Each fault below scales one computed quantity of the package by
+1.15 (an error measure, a shading, a rank weight, an interval, a regularisation weight, ...), in a copy of
+the package in a temporary folder; the fast tier (``pytest -m "not slow and not integration"``) then runs
+on that copy and must fail. The script prints one line per fault and exits 1 if any fault went unnoticed.
+
+Usage (after ``make env model``; about 1-5 minutes per fault on 2 cores, each run stops at its first
+failure)::
+
+    .venv/bin/python tests/check_faults.py               # every fault
+    .venv/bin/python tests/check_faults.py delta shading # the faults whose names contain these words
+
+Not a test itself (pytest collects only ``test_*.py``): it runs the fast tier once per fault.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+#: (name, file in the package, the exact code, the same code with the fault); each ``code`` must occur
+#: exactly once in its file
+FAULTS = [
+    ("vertex error (metrics.vertex_errors' mean)", "metrics.py",
+     "return float(vertex_errors(pred, gt, align).mean())",
+     "return float(1.15 * vertex_errors(pred, gt, align).mean())"),
+    ("batched vertex errors (metrics.mean_vertex_errors)", "metrics.py",
+     "return np.linalg.norm(a - b, axis=2).mean(1)",
+     "return 1.15 * np.linalg.norm(a - b, axis=2).mean(1)"),
+    ("landmark error (metrics.landmark_error)", "metrics.py",
+     "return float(np.linalg.norm(a - b, axis=1).mean())",
+     "return float(1.15 * np.linalg.norm(a - b, axis=1).mean())"),
+    ("shading (render: SH irradiance times albedo)", "render.py",
+     "return np.clip(albedo * (_sh_basis(n) @ lighting.sh.astype(np.float64)), 0.0, 1.0)",
+     "return np.clip(1.15 * albedo * (_sh_basis(n) @ lighting.sh.astype(np.float64)), 0.0, 1.0)"),
+    ("rank weight delta (mrf.delta_weights)", "mrf.py",
+     "return (1.0 - np.arange(k + 1) / (k + 1.0)).astype(np.float32)",
+     "return (1.0 - 1.15 * np.arange(k + 1) / (k + 1.0)).astype(np.float32)"),
+    ("bootstrap interval (evaluation.bootstrap_ci)", "evaluation.py",
+     "lo, hi = np.quantile(boots, [(1 - level) / 2, (1 + level) / 2])",
+     "lo, hi = np.quantile(boots, [(1 - level) / 2, (1 + level) / 2]); lo, hi = lo - 0.075 * (hi - lo), "
+     "hi + 0.075 * (hi - lo)"),
+    ("eq. (7) normalisation (evaluation.normalized_errors)", "evaluation.py",
+     "return 10.0 * e / top",
+     "return 11.5 * e / top"),
+    ("regularisation weight of eq. (4) (fitting.solve_shape's lambda)", "fitting.py",
+     "d = np.concatenate([np.full(n_id, lam), np.full(K - n_id, lam_expr)])",
+     "d = np.concatenate([np.full(n_id, 1.15 * lam), np.full(K - n_id, lam_expr)])"),
+    ("cumulative error distribution (evaluation.ced)", "evaluation.py",
+     "return x, (n if counts else n / e.size)", "return x, (n if counts else 1.15 * n / e.size)"),
+    ("landmark NME (landmarks.normalized_mean_error)", "landmarks.py",
+     "return float(np.linalg.norm(a - b, axis=1).mean() / np.linalg.norm(b[36] - b[45]))",
+     "return float(1.15 * np.linalg.norm(a - b, axis=1).mean() / np.linalg.norm(b[36] - b[45]))"),
+    ("scan-to-mesh distances (evaluation.scan_to_mesh)", "evaluation.py",
+     "return ScanDistances(np.asarray(dist, dtype=np.float64), R, t, its)",
+     "return ScanDistances(1.15 * np.asarray(dist, dtype=np.float64), R, t, its)"),
+    ("learning-rate schedule (train: the cosine after the warm-up)", "train.py",
+     "return 0.5 * (1 + math.cos(math.pi * min(1.0, (step - w) / max(1, total - w))))",
+     "return 0.575 * (1 + math.cos(math.pi * min(1.0, (step - w) / max(1, total - w))))"),
+    ("pinhole projection (camera: the focal length)", "camera.py",
+     "return np.stack([self.center[0] + self.focal * V[:, 0], self.center[1] - self.focal * V[:, 1]], axis=1)",
+     "return np.stack([self.center[0] + 1.15 * self.focal * V[:, 0], self.center[1] - 1.15 * self.focal * V[:, 1]],"
+     " axis=1)"),
+    ("expression ridge of eq. (4) (fitting.DEFAULT_LAM_EXPR)", "fitting.py",
+     "DEFAULT_LAM_EXPR = 0.01 ", "DEFAULT_LAM_EXPR = 0.0115 "),
+    ("Lm2Vertex's default ridge", "baselines.py", "ridge: float = 1e-2,", "ridge: float = 1.15e-2,"),
+    ("ground truth: NICP's reject distance (groundtruth.DEFAULT_REJECT_DISTANCE)", "groundtruth.py",
+     "DEFAULT_REJECT_DISTANCE = 10.0", "DEFAULT_REJECT_DISTANCE = 11.5"),
+    ("ground truth: the landmark outlier filter (groundtruth.DEFAULT_LANDMARK_MAX_RESIDUAL)", "groundtruth.py",
+     "DEFAULT_LANDMARK_MAX_RESIDUAL = 15.0", "DEFAULT_LANDMARK_MAX_RESIDUAL = 17.25"),
+    ("NICP's default reject distance (registration.nicp)", "registration.py",
+     "reject_distance: float | None = 10.0,", "reject_distance: float | None = 11.5,"),
+]
+
+
+def _copy(dst: Path) -> None:
+    for name in ("dualface_lite", "tests", "data_scripts", "benchmarks"):
+        shutil.copytree(ROOT / name, dst / name, ignore=shutil.ignore_patterns("__pycache__", "results"))
+    shutil.copy2(ROOT / "pyproject.toml", dst / "pyproject.toml")
+
+
+def run_fault(name: str, file: str, code: str, faulty: str) -> tuple[bool, str, float]:
+    """Run the fast tier on a copy of the package with the fault; (caught, last line, seconds)."""
+    with tempfile.TemporaryDirectory(prefix="dualface-fault-") as tmp:
+        tmp = Path(tmp)
+        _copy(tmp)
+        path = tmp / "dualface_lite" / file
+        src = path.read_text(encoding="utf-8")
+        if src.count(code) != 1:
+            raise SystemExit(f"{name}: the code to change occurs {src.count(code)} times in {file}, not once")
+        path.write_text(src.replace(code, faulty), encoding="utf-8")
+        env = dict(os.environ, PYTHONPATH=str(tmp), DUALFACE_HOME=str(_home()))
+        t0 = time.monotonic()
+        r = subprocess.run([sys.executable, "-m", "pytest", "-m", "not slow and not integration", "-x", "-q",
+                            "-p", "no:cacheprovider", "tests"], cwd=tmp, env=env, capture_output=True, text=True)
+        lines = [ln for ln in r.stdout.splitlines() if ln.strip()]
+        imported = subprocess.run([sys.executable, "-c", "import dualface_lite; print(dualface_lite.__file__)"],
+                                  cwd=tmp, env=env, capture_output=True, text=True).stdout.strip()
+        if not imported.startswith(str(tmp)):
+            raise SystemExit(f"the copy's package was not the one imported ({imported})")
+        return r.returncode == 1, (lines[-1] if lines else r.stderr[-300:]), time.monotonic() - t0
+
+
+def _home() -> Path:
+    """The kit's data folder of this checkout (the face model), for the copies."""
+    sys.path.insert(0, str(ROOT))
+    from dualface_lite import paths
+
+    return paths.home()
+
+
+def main(words) -> int:
+    chosen = [f for f in FAULTS if not words or any(w.lower() in f[0].lower() for w in words)]
+    missed = []
+    for fault in chosen:
+        caught, last, sec = run_fault(*fault)
+        print(f"{'caught' if caught else 'MISSED'}  {fault[0]}  ({sec:.0f} s: {last})", flush=True)
+        if not caught:
+            missed.append(fault[0])
+    print(f"{len(chosen) - len(missed)} of {len(chosen)} faults caught by the fast tier")
+    return 1 if missed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
