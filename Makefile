@@ -44,7 +44,7 @@ book: env model assets
 # jupyter-cache (_build/.jupyter_cache): no chapter runs twice; one runs again only when its
 # code changed since the build.  PYTEST_ARGS="-m 'not browser'" skips chromium.
 test: book
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python -m pytest --durations=25 $(PYTEST_ARGS)
 
 # The loop after each edit (a few minutes on 2 cores): no book build, no lite dataset or network,
 # no subprocess, kernel or browser (the tests marked slow or integration are left to make test).

@@ -166,6 +166,14 @@ def test_bad_input(dual, test_split, model):
     assert list(dual.predict_all(d, "GC")) == ["GC"]                # one variant by its name
 
 
+#: NoW-style scan-to-mesh median and mean over the tiny test set's scan points (mm; 500 points a scan), as
+#: (mean, sd) over the tiny networks trained with seeds 0-4 on 2 threads and 0-1 on 1 thread. GC is the
+#: landmark fit (no training: bounded within 10%); the others are bounded at mean -/+ 4 sd.
+TINY_SCANS = {"GC": dict(median=(1.2388, 0.0), mean=(1.4679, 0.0)),
+              "MRFGC": dict(median=(1.189, 0.058), mean=(1.471, 0.048)),
+              "Ours": dict(median=(1.304, 0.078), mean=(1.580, 0.083))}
+
+
 def test_gallery_and_scans_on_real_records(dual, test_split, model):
     preds = dual.predict_all(test_split, ("GC", "MRFGC", "Ours"))
     fig = evaluation.gallery(preds, test_split, [0, 1], model.triangles, row_labels=["a", "b"])
@@ -175,8 +183,11 @@ def test_gallery_and_scans_on_real_records(dual, test_split, model):
         assert np.asarray(im).std() > 10               # not blank
     ev = evaluation.evaluate(preds, test_split, scans=True, model=model, n_points=500, n_boot=200)
     for m, s in ev.scan_summary.items():
-        assert 0.2 < s["median"] < s["mean"] < 5.0, (m, s)
+        assert s["median"] < s["mean"], (m, s)
         assert ev.scans[m].shape == (len(test_split),)
+        for k, (mean, sd) in TINY_SCANS[m].items():
+            lo, hi = (0.9 * mean, 1.1 * mean) if m == "GC" else (TF.floor(mean, sd), TF.ceiling(mean, sd))
+            assert lo < s[k] < hi, (m, k, s[k], mean, sd)
 
 
 @pytest.mark.integration
@@ -221,7 +232,39 @@ def lite(model):
 #: network: their ceiling is 1.10 x the mean), each other variant's error minus Ours'
 #: (a floor at mean - 4 sd), the other order minus ResNetGC, and ResNet's margin over the next-worst variant
 #: under each condition
-TABLE_III = {"s_hat": {}, "true": {}}
+TABLE_III = {
+    "s_hat": {
+        "ResNet": (3.6369, 0.0429),
+        "GC": (2.4746, 0.0000),
+        "ResNetGC": (2.1927, 0.0195),
+        "MRFGC": (2.2996, 0.0069),
+        "Ours": (2.1395, 0.0179),
+        "ResNetGC+MRF": (2.3918, 0.0279),
+        "Lm2Vertex": (2.9686, 0.0000),
+        "GC-Ours": (0.3351, 0.0179),
+        "ResNet-Ours": (1.4974, 0.0554),
+        "MRFGC-Ours": (0.1601, 0.0168),
+        "ResNetGC-Ours": (0.0532, 0.0231),
+        "ResNetGC+MRF-ResNetGC": (0.1991, 0.0193),
+    },
+    "true": {
+        "ResNet": (4.2030, 0.0446),
+        "GC": (3.1674, 0.0000),
+        "ResNetGC": (2.9216, 0.0190),
+        "MRFGC": (2.9667, 0.0059),
+        "Ours": (2.8606, 0.0116),
+        "ResNetGC+MRF": (3.0185, 0.0203),
+        "Lm2Vertex": (3.3965, 0.0000),
+        "GC-Ours": (0.3068, 0.0116),
+        "ResNet-Ours": (1.3423, 0.0425),
+        "MRFGC-Ours": (0.1061, 0.0085),
+        "ResNetGC-Ours": (0.0609, 0.0187),
+        "ResNetGC+MRF-ResNetGC": (0.0970, 0.0159),
+        "ResNet_margin_neutral": (0.7199, 0.0682),
+        "ResNet_margin_expression": (0.6739, 0.0868),
+        "ResNet_margin_illumination": (1.0198, 0.1058),
+    },
+}
 #: the ceiling of a deterministic figure (no training): a 15% fault fails
 DETERMINISTIC_CEILING = 1.10
 
@@ -229,9 +272,10 @@ DETERMINISTIC_CEILING = 1.10
 @pytest.mark.slow
 def test_lite_table_iii(lite):
     """Every variant of Table III within its ceiling against S_hat and against the true surface; Ours ahead
-    of GC and ResNet by at least the measured gains less 4 sd; the other order (the prior of S0 after
-    ResNetGC) worse than ResNetGC; ResNet the worst variant under every condition. How Ours compares with
-    MRFGC and ResNetGC is within training noise (chapter 6), so the test does not ask Ours to lead them."""
+    of GC, ResNet and MRFGC by at least the measured gains less 4 sd; the other order (the prior of S0 after
+    ResNetGC) worse than ResNetGC; ResNet the worst variant under every condition. The
+    gap between Ours and ResNetGC is within training noise (chapter 6, section 6.9): its floor lies below zero,
+    so the test asks only that Ours is not worse than ResNetGC beyond that noise."""
     test, preds = lite
     got = TF.table_iii(test, preds)
     for ref, figures in TABLE_III.items():

@@ -376,17 +376,35 @@ def lite(model):
 #: (mean, sd) in mm over the runs of benchmarks/bench_trained_spread.py (benchmarks/results/trained_spread.json:
 #: SPREAD_RUNS), lite test set: ResNetGC's gain over S0 (all faces) and over the bias alone (S0 + the mean
 #: training residual) under neutral light and side light, the penalty of another person's photo (all faces),
-#: and the smallest per-condition gain over S0, shuffled-photo penalty and ResNet-from-the-mean-face penalty
+#: and the smallest per-condition gain over S0, shuffled-photo penalty and ResNet-from-the-mean-face penalty.
+#: Against the true surface the gain over the bias under side light is within training noise (its floor lies
+#: below zero): there the test asks only that ResNetGC is not worse than the bias beyond that noise.
 IMAGE_MATTERS = {
-    "s_hat": {},
-    "true": {},
+    "s_hat": {
+        "over_s0": (0.2819, 0.0195),
+        "over_bias_neutral": (0.2828, 0.0252),
+        "over_bias_illumination": (0.2564, 0.0357),
+        "shuffled_penalty": (0.4116, 0.0273),
+        "min_over_s0": (0.2355, 0.0357),
+        "min_shuffled_penalty": (0.2806, 0.0295),
+        "min_mean_face_penalty": (1.2904, 0.0879),
+    },
+    "true": {
+        "over_s0": (0.2459, 0.0190),
+        "over_bias_neutral": (0.1773, 0.0139),
+        "over_bias_illumination": (0.1724, 0.0470),
+        "shuffled_penalty": (0.3035, 0.0263),
+        "min_over_s0": (0.2074, 0.0440),
+        "min_shuffled_penalty": (0.1910, 0.0219),
+        "min_mean_face_penalty": (1.1995, 0.0605),
+    },
 }
 
 
 @pytest.mark.slow
 def test_lite_the_image_matters(lite):
-    """On the lite test set: ResNetGC beats S0 over all faces and, where the photo shows what the landmarks
-    miss (neutral light, side light), the bias alone; another person's photo is clearly worse; ResNet from
+    """On the lite test set: ResNetGC beats S0 under every condition and, where the photo shows what the
+    landmarks miss (neutral light, side light against S_hat), the bias alone; another person's photo is clearly worse; ResNet from
     the mean face is far worse than ResNetGC under every condition (the paper: 5.97 against 4.14 mm). Each
     figure is bounded at its mean - 4 sd over training seeds and thread counts. Under the expression
     condition ResNetGC does not beat the bias alone (chapter 5 measures why: the training captures'
