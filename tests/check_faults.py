@@ -87,8 +87,9 @@ def _copy(dst: Path) -> None:
     shutil.copy2(ROOT / "pyproject.toml", dst / "pyproject.toml")
 
 
-def run_fault(name: str, file: str, code: str, faulty: str) -> tuple[bool, str, float]:
-    """Run the fast tier on a copy of the package with the fault; (caught, last line, seconds)."""
+def run_fault(name: str, file: str, code: str, faulty: str, home: Path) -> tuple[bool, str, float]:
+    """Run the fast tier on a copy of the package with the fault, with the kit's data folder ``home``;
+    (caught, last line, seconds)."""
     with tempfile.TemporaryDirectory(prefix="dualface-fault-") as tmp:
         tmp = Path(tmp)
         _copy(tmp)
@@ -97,15 +98,15 @@ def run_fault(name: str, file: str, code: str, faulty: str) -> tuple[bool, str, 
         if src.count(code) != 1:
             raise SystemExit(f"{name}: the code to change occurs {src.count(code)} times in {file}, not once")
         path.write_text(src.replace(code, faulty), encoding="utf-8")
-        env = dict(os.environ, PYTHONPATH=str(tmp), DUALFACE_HOME=str(_home()))
-        t0 = time.monotonic()
-        r = subprocess.run([sys.executable, "-m", "pytest", "-m", "not slow and not integration", "-x", "-q",
-                            "-p", "no:cacheprovider", "tests"], cwd=tmp, env=env, capture_output=True, text=True)
-        lines = [ln for ln in r.stdout.splitlines() if ln.strip()]
+        env = dict(os.environ, PYTHONPATH=str(tmp), DUALFACE_HOME=str(home))
         imported = subprocess.run([sys.executable, "-c", "import dualface_lite; print(dualface_lite.__file__)"],
                                   cwd=tmp, env=env, capture_output=True, text=True).stdout.strip()
         if not imported.startswith(str(tmp)):
             raise SystemExit(f"the copy's package was not the one imported ({imported})")
+        t0 = time.monotonic()
+        r = subprocess.run([sys.executable, "-m", "pytest", "-m", "not slow and not integration", "-x", "-q",
+                            "-p", "no:cacheprovider", "tests"], cwd=tmp, env=env, capture_output=True, text=True)
+        lines = [ln for ln in r.stdout.splitlines() if ln.strip()]
         return r.returncode == 1, (lines[-1] if lines else r.stderr[-300:]), time.monotonic() - t0
 
 
@@ -119,9 +120,9 @@ def _home() -> Path:
 
 def main(words) -> int:
     chosen = [f for f in FAULTS if not words or any(w.lower() in f[0].lower() for w in words)]
-    missed = []
+    missed, home = [], _home()
     for fault in chosen:
-        caught, last, sec = run_fault(*fault)
+        caught, last, sec = run_fault(*fault, home=home)
         print(f"{'caught' if caught else 'MISSED'}  {fault[0]}  ({sec:.0f} s: {last})", flush=True)
         if not caught:
             missed.append(fault[0])

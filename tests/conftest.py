@@ -9,6 +9,7 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 
 import dualface_lite as df  # noqa: E402
+import hang_guard  # noqa: E402
 
 
 @pytest.fixture(scope="session")
@@ -59,3 +60,26 @@ def pytest_collection_modifyitems(items):
             item.add_marker(pytest.mark.slow)
         if item.get_closest_marker("browser"):
             item.add_marker(pytest.mark.integration)
+
+
+def _named_hang():
+    """A timeout raised in a test or its fixtures is a hang guard that fired: fail with that name."""
+    try:
+        return (yield)
+    except hang_guard.TIMEOUTS as e:
+        hang_guard.fail(f"{type(e).__name__}: {e}")
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_setup(item):
+    return (yield from _named_hang())
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_call(item):
+    return (yield from _named_hang())
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_teardown(item, nextitem):
+    return (yield from _named_hang())

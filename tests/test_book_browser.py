@@ -33,6 +33,9 @@ from urllib.parse import urlparse
 import numpy as np
 import pytest
 
+import hang_guard   # tests/hang_guard.py: deadlines named as hang guards
+from hang_guard import PlaywrightTimeout
+
 pytestmark = pytest.mark.browser
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -188,12 +191,6 @@ def _open(browser, url: str, viewport: dict | None = None) -> tuple[object, _Vis
     return context, _Visit(page, console_errors, page_errors, offhost)
 
 
-try:  # the name is needed at import time; a missing playwright fails in the fixture
-    from playwright.sync_api import TimeoutError as PlaywrightTimeout
-except ImportError:  # pragma: no cover
-    PlaywrightTimeout = TimeoutError  # type: ignore[misc,assignment]
-
-
 def _wait_for_mathjax(page) -> None:
     page.wait_for_function(
         "() => !window.MathJax || (window.MathJax.startup && window.MathJax.startup.promise)"
@@ -223,9 +220,9 @@ def _wait_for_plots(page, name: str, n_figs: int, v: "_Visit") -> None:
         )
     except PlaywrightTimeout:
         state = page.evaluate("() => window.__dualface || null")
-        pytest.fail(
-            f"{name}: {n_figs} plotly figure(s) in the HTML, but plotly did not finish plotting them "
-            f"within 60 s (newPlot calls: {state}; is _static/plotly/plotly.min.js served?).\n"
+        hang_guard.fail(
+            f"{name}: plotly did not finish plotting the {n_figs} figure(s) of the HTML within 60 s",
+            f"newPlot calls: {state}; is _static/plotly/plotly.min.js served?\n"
             f"page errors: {v.page_errors}\nconsole errors: {v.console_errors}"
         )
     failed = page.evaluate("() => window.__dualface.failed")
@@ -337,8 +334,9 @@ def test_page(book: Path, server: str, browser, name: str):
             try:
                 page.wait_for_function(f"() => ({drawn})() >= {n_views}", timeout=30_000)
             except PlaywrightTimeout:
-                pytest.fail(f"{name}: the widget manager drew {page.evaluate(drawn)} of {n_views} "
-                            f"widget view(s).\npage errors: {v.page_errors}\nconsole errors: {v.console_errors}")
+                hang_guard.fail(f"{name}: the widget manager drew {page.evaluate(drawn)} of {n_views} widget "
+                                f"view(s) within 30 s",
+                                f"page errors: {v.page_errors}\nconsole errors: {v.console_errors}")
             page.evaluate(FRAMES)
             text = page.evaluate(
                 "() => Array.from(document.querySelectorAll('.widget-subarea')).map(e => e.innerText).join('\\n')"

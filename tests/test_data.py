@@ -28,6 +28,7 @@ from dualface_lite.data import (DatasetConfig, DatasetNotBuiltError, SplitPlan, 
 from dualface_lite.data.build import code_fingerprint
 from dualface_lite.groundtruth import scan_landmark_ids
 from dualface_lite.synth import CONDITIONS, Population
+import hang_guard   # tests/hang_guard.py: deadlines named as hang guards
 
 ROOT = Path(__file__).resolve().parent.parent
 CLI = ROOT / "data_scripts" / "build_dataset.py"
@@ -250,10 +251,10 @@ def test_a_killed_build_resumes_to_the_same_bytes(built, tmp_path):
     work = tmp_path / f".{folder.name}.build"
     proc = _cli(args)
     try:
-        deadline = time.monotonic() + 120
+        deadline = hang_guard.Deadline(120, "the build writing its first two parts")
         while len(list(work.glob("parts/*/*.npz"))) < 2:
             assert proc.poll() is None, proc.communicate()
-            assert time.monotonic() < deadline, "no parts written in 2 minutes"
+            deadline.check()
             time.sleep(0.05)
         workers = psutil.Process(proc.pid).children(recursive=True)
         proc.send_signal(signal.SIGKILL)
@@ -287,9 +288,10 @@ def test_two_builds_at_once_wait_for_each_other(built, tmp_path):
     args = ["--config", str(tmp_path / "small.json"), "--root", str(tmp_path), "--workers", "1"]
     lock = tmp_path / f".{D.dataset_dir(small, tmp_path).name}.lock"
     first = _cli(args)
-    deadline = time.monotonic() + 60
+    deadline = hang_guard.Deadline(60, "the first build taking its lock")
     while not lock.exists():
-        assert first.poll() is None and time.monotonic() < deadline, first.communicate()
+        assert first.poll() is None, first.communicate()
+        deadline.check()
         time.sleep(0.02)
     second = _cli(args)
     out1, err1 = first.communicate(timeout=300)

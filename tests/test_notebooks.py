@@ -42,7 +42,7 @@ NOTEBOOKS = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
 BUILD = ROOT / "_build"
 CACHE = BUILD / ".jupyter_cache"  # jupyter-book's default execute.cache ("" in _config.yml)
 PAGES = BUILD / "html" / "notebooks"
-CELL_TIMEOUT = 1200  # seconds, as execute.timeout in _config.yml
+CELL_TIMEOUT = 1200  # seconds, as execute.timeout in _config.yml: a hang guard (tests/hang_guard.py)
 
 PLOTLY_MIME = "application/vnd.plotly.v1+json"
 WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"

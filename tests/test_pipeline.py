@@ -19,18 +19,17 @@ from dualface_lite import evaluation, pipeline
 from dualface_lite.data import load_split
 from dualface_lite.pipeline import DualNetwork
 import trained_figures as TF
-from tinydata import TINY
+from tinydata import TINY, TINY_TRAINING
 
 ROOT = Path(__file__).resolve().parent.parent
-TINY_TRAINING = dict(name="tiny", dataset=TINY, input_size=32, batch_size=8, epochs=1, patience=1, lr=3e-3,
-                     mrf_hidden=8)
+TINY_DUAL = dict(TINY_TRAINING, mrf_hidden=8)
 
 
 @pytest.fixture(scope="module")
 def dual(tiny_data_root, tmp_path_factory, model):
     root = tmp_path_factory.mktemp("networks")
     return DualNetwork.from_training("lite", model=model, root=root, data_root=tiny_data_root, progress=False,
-                                     lm2vertex_samples=300, **TINY_TRAINING)
+                                     lm2vertex_samples=300, **TINY_DUAL)
 
 
 @pytest.fixture(scope="module")
@@ -186,7 +185,7 @@ def test_gallery_and_scans_on_real_records(dual, test_split, model):
         assert s["median"] < s["mean"], (m, s)
         assert ev.scans[m].shape == (len(test_split),)
         for k, (mean, sd) in TINY_SCANS[m].items():
-            lo, hi = (0.9 * mean, 1.1 * mean) if m == "GC" else (TF.floor(mean, sd), TF.ceiling(mean, sd))
+            lo, hi = TF.bounds(m, mean, sd)
             assert lo < s[k] < hi, (m, k, s[k], mean, sd)
 
 
@@ -234,39 +233,37 @@ def lite(model):
 #: under each condition
 TABLE_III = {
     "s_hat": {
-        "ResNet": (3.6558, 0.0636),
+        "ResNet": (3.6568, 0.0555),
         "GC": (2.4746, 0.0000),
-        "ResNetGC": (2.1981, 0.0228),
-        "MRFGC": (2.2989, 0.0066),
-        "Ours": (2.1431, 0.0190),
-        "ResNetGC+MRF": (2.4047, 0.0426),
+        "ResNetGC": (2.1959, 0.0215),
+        "MRFGC": (2.2988, 0.0079),
+        "Ours": (2.1494, 0.0222),
+        "ResNetGC+MRF": (2.4041, 0.0378),
         "Lm2Vertex": (2.9686, 0.0000),
-        "GC-Ours": (0.3314, 0.0190),
-        "ResNet-Ours": (1.5127, 0.0647),
-        "MRFGC-Ours": (0.1558, 0.0192),
-        "ResNetGC-Ours": (0.0549, 0.0216),
-        "ResNetGC+MRF-ResNetGC": (0.2066, 0.0265),
+        "GC-Ours": (0.3252, 0.0222),
+        "ResNet-Ours": (1.5075, 0.0571),
+        "MRFGC-Ours": (0.1495, 0.0210),
+        "ResNetGC-Ours": (0.0466, 0.0250),
+        "ResNetGC+MRF-ResNetGC": (0.2082, 0.0232),
     },
     "true": {
-        "ResNet": (4.2237, 0.0683),
+        "ResNet": (4.2238, 0.0615),
         "GC": (3.1674, 0.0000),
-        "ResNetGC": (2.9228, 0.0177),
-        "MRFGC": (2.9667, 0.0054),
-        "Ours": (2.8631, 0.0124),
-        "ResNetGC+MRF": (3.0269, 0.0288),
+        "ResNetGC": (2.9240, 0.0185),
+        "MRFGC": (2.9668, 0.0064),
+        "Ours": (2.8753, 0.0278),
+        "ResNetGC+MRF": (3.0292, 0.0278),
         "Lm2Vertex": (3.3965, 0.0000),
-        "GC-Ours": (0.3044, 0.0124),
-        "ResNet-Ours": (1.3606, 0.0620),
-        "MRFGC-Ours": (0.1036, 0.0102),
-        "ResNetGC-Ours": (0.0598, 0.0174),
-        "ResNetGC+MRF-ResNetGC": (0.1040, 0.0236),
-        "ResNet_margin_neutral": (0.7336, 0.0721),
-        "ResNet_margin_expression": (0.6945, 0.0962),
-        "ResNet_margin_illumination": (1.0471, 0.1205),
+        "GC-Ours": (0.2921, 0.0278),
+        "ResNet-Ours": (1.3485, 0.0593),
+        "MRFGC-Ours": (0.0915, 0.0259),
+        "ResNetGC-Ours": (0.0487, 0.0267),
+        "ResNetGC+MRF-ResNetGC": (0.1052, 0.0206),
+        "ResNet_margin_neutral": (0.7286, 0.0739),
+        "ResNet_margin_expression": (0.7071, 0.0889),
+        "ResNet_margin_illumination": (1.0390, 0.1062),
     },
 }
-#: the ceiling of a deterministic figure (no training): a 15% fault fails
-DETERMINISTIC_CEILING = 1.10
 
 
 @pytest.mark.slow
@@ -274,15 +271,15 @@ def test_lite_table_iii(lite):
     """Every variant of Table III within its ceiling against S_hat and against the true surface; Ours ahead
     of GC, ResNet and MRFGC by at least the measured gains less 4 sd; the other order (the prior of S0 after
     ResNetGC) worse than ResNetGC; ResNet the worst variant under every condition. The
-    gap between Ours and ResNetGC is within training noise (chapter 6, section 6.9): its floor lies below zero,
-    so the test asks only that Ours is not worse than ResNetGC beyond that noise."""
+    gap between Ours and ResNetGC, and against the true surface the gap between Ours and MRFGC, are within
+    training noise (chapter 6): their floors lie below zero, so there the test asks only that Ours is not
+    worse beyond that noise; against S_hat the gain over MRFGC keeps a floor above zero."""
     test, preds = lite
     got = TF.table_iii(test, preds)
     for ref, figures in TABLE_III.items():
         print(f"\n{ref}: " + ", ".join(f"{k} {v:+.3f}" for k, v in got[ref].items()))
         for k, (m, sd) in figures.items():
             if k in TF.TABLE_III:
-                bound = DETERMINISTIC_CEILING * m if k in TF.UNTRAINED else TF.ceiling(m, sd)
-                assert got[ref][k] <= bound, (ref, k, got[ref][k], m, sd)
+                assert got[ref][k] <= TF.bounds(k, m, sd)[1], (ref, k, got[ref][k], m, sd)
             else:
                 assert got[ref][k] >= TF.floor(m, sd), (ref, k, got[ref][k], m, sd)

@@ -18,15 +18,14 @@ from PIL import Image
 from dualface_lite import cli, io, landmarks as L
 from dualface_lite.data import DatasetConfig, load_split
 from dualface_lite.pipeline import DualNetwork
-from tinydata import TINY
+from tinydata import TINY, TINY_TRAINING
 
 ROOT = Path(__file__).resolve().parent.parent
 #: four landmarks of the astronaut labelled by hand (u, v px, about +-3 px): outer eye corners (iBUG 37, 46),
 #: nose tip (31) and chin (9), 0-based indices; dlib's mean error on them, by the inter-ocular distance, is 0.0456
 ASTRONAUT_HAND = {36: (193, 101), 45: (255, 103), 30: (225, 126), 8: (222, 184)}
 #: a network of one epoch on 8 photos of the tiny dataset of tinydata.py (seconds to train)
-TINY_TRAINING = dict(name="tiny", dataset=TINY, input_size=32, batch_size=8, epochs=1, patience=1, lr=3e-3,
-                     max_photos=8)
+TINY_WILD = dict(TINY_TRAINING, max_photos=8)
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")   # conftest.py: small torch work, one thread
@@ -391,11 +390,11 @@ def test_from_cache_reads_the_trained_networks(tiny_data_root, tmp_path, model):
     fit settings, the same faces; other settings name another network, which is not there."""
     root = tmp_path / "networks"
     with pytest.raises(FileNotFoundError, match="not trained yet"):
-        DualNetwork.from_cache("lite", networks=("ResNetGC",), model=model, root=root, **TINY_TRAINING)
+        DualNetwork.from_cache("lite", networks=("ResNetGC",), model=model, root=root, **TINY_WILD)
     trained = DualNetwork.from_training("lite", networks=("ResNetGC",), model=model, root=root,
                                         data_root=tiny_data_root, progress=False, lm2vertex_samples=0,
-                                        **TINY_TRAINING)
-    cached = DualNetwork.from_cache("lite", networks=("ResNetGC",), model=model, root=root, **TINY_TRAINING)
+                                        **TINY_WILD)
+    cached = DualNetwork.from_cache("lite", networks=("ResNetGC",), model=model, root=root, **TINY_WILD)
     assert cached.networks["ResNetGC"].folder == trained.networks["ResNetGC"].folder
     assert cached.dataset == trained.dataset == TINY.key()
     assert cached.fit_kwargs == trained.fit_kwargs == TINY.fit_kwargs()
@@ -404,4 +403,4 @@ def test_from_cache_reads_the_trained_networks(tiny_data_root, tmp_path, model):
     np.testing.assert_array_equal(faces, trained.predict(test, "ResNetGC"))
     assert not np.array_equal(faces, test.s0)                            # the network's residual is in them
     with pytest.raises(FileNotFoundError, match="not trained yet"):
-        DualNetwork.from_cache("lite", networks=("ResNetGC",), model=model, root=root, **dict(TINY_TRAINING, seed=1))
+        DualNetwork.from_cache("lite", networks=("ResNetGC",), model=model, root=root, **dict(TINY_WILD, seed=1))
