@@ -1,4 +1,4 @@
-"""The whole pipeline (issue 13, item 6): photo + 68 landmarks -> the dual networks' mesh, per stage.
+"""The whole pipeline: photo + 68 landmarks -> the dual networks' mesh, per stage.
 
 Measured with the ``lite`` networks (trained by chapters 5-6 and cached, or trained here):
 
@@ -34,7 +34,7 @@ from threadpoolctl import threadpool_limits  # noqa: E402
 from dualface_lite import data, evaluation, train  # noqa: E402
 from dualface_lite.pipeline import DualNetwork  # noqa: E402
 
-TARGET_MS = 40.0          # issue 13, item 6: per face on one CPU thread
+TARGET_MS = 40.0          # the target per face on one CPU thread
 PAPER_RESNET_S = 0.14     # Table II: ResNet-50, one image, GTX 1050 Ti
 
 

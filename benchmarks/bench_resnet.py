@@ -8,7 +8,7 @@ Measured (one run, CPU, ``--threads`` torch threads, default 2):
 2. **The lite network.** Its training time (read from the cached network, or trained now: ``train.train``
    with ``TrainConfig.lite()``), its inference latency per face (batch 1, crop given) and its throughput
    in batches of 64.
-3. **The image must matter** (issue 12, item 6). On the ``lite`` test set, per condition, against S_hat
+3. **The image must matter**. On the ``lite`` test set, per condition, against S_hat
    and against the true surface: S0; S0 + the mean training residual (the bias alone); ``ResNetGC``;
    ``ResNetGC`` fed the photo of another test person (``train.shuffled_photos``, 5 draws averaged);
    ``ResNet`` (S_bar = the mean face) and the mean face + its mean residual. Both networks come from the

@@ -1,4 +1,4 @@
-"""Photos in the wild (issue 14, item 6): time per stage on a real photo, and the landmark error of each backend.
+"""Photos in the wild: time per stage on a real photo, and the landmark error of each backend.
 
 1. **Time per stage** on scikit-image's astronaut (512 x 512, one face), median of ``--repeats`` runs after a
    warm-up, on ``--threads`` threads: face detection and landmarks (dlib's HOG detector and 68-point predictor;

@@ -1,4 +1,4 @@
-"""A GPU check that fits in four minutes (issue 12, item 5): the paper's network on CUDA.
+"""A GPU check that fits in four minutes: the paper's network on CUDA.
 
 1. **Throughput.** The ``paper`` configuration's network (ResNet-50 + Table I's head, 224 px) trained for
    ``--steps`` steps (default 300) of batch ``--batch`` (64) with bf16 autocast, channels_last and AdamW,

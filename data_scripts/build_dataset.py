@@ -9,7 +9,7 @@ photo + range scan -> S0 -> NICP -> dense ground truth S_hat.
 The result goes to the kit's cache (``data/cache/datasets/<size>-<key>/`` in a checkout, or under
 $DUALFACE_HOME). A finished build with the same settings is found at once; a changed setting gets
 another key and folder. A build that is stopped (Ctrl-C, a crash, a kill) resumes where it stopped
-when run again. Needs the face model (``python data_scripts/fetch_sfm.py`` first) on this machine;
+when run again. Needs the face model (``python data_scripts/fetch_sfm.py`` first) on the local disk;
 Dask workers need only the package (``pip install -e .[cluster]``).
 """
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Getting the Surrey Face Model (SFM) files onto this machine.
+"""Getting the Surrey Face Model (SFM) files onto the local disk.
 
 The model is free for non-commercial use only, so the kit never ships it. It
 either *copies* the files from a folder that already has them (a flag, or the

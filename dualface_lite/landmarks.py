@@ -48,7 +48,7 @@ class NoFaceError(ValueError):
 
 
 class WeightsMissingError(FileNotFoundError):
-    """A detector's weights are not on this machine (and downloading was not allowed)."""
+    """A detector's weights are not on the local disk (and downloading was not allowed)."""
 
 
 @dataclass
@@ -196,7 +196,7 @@ def _fan(allow_download: bool, device: str):
         raise WeightsMissingError("the face-alignment backend needs the package: pip install face-alignment")
     if not fan_weights_path().is_file() and not allow_download:
         raise WeightsMissingError(
-            f"face-alignment's 2D FAN weights are not on this machine. They come from {FAN_WEIGHTS_URL} "
+            f"face-alignment's 2D FAN weights are not on the local disk. They come from {FAN_WEIGHTS_URL} "
             f"(about 100 MB); put the file at {fan_weights_path()} (the torch hub cache, $TORCH_HOME), or "
             f"pass allow_download=True (dualface: --allow-download) to fetch them once. The dlib backend "
             f"works offline.")
@@ -253,7 +253,7 @@ def detect_landmarks(image, backend: str = "auto", *, max_side: int = 1024, upsa
     NoFaceError
         when no face is found.
     WeightsMissingError
-        when the backend's files are not on this machine.
+        when the backend's files are not on the local disk.
     """
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")

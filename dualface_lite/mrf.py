@@ -103,8 +103,8 @@ in ``benchmarks/README.md`` and ``benchmarks/results/mrf.json``.
   numbers.
 * **Speed.** One training step evaluates all N networks with two
   ``torch.baddbmm`` calls on the minibatch's features, precomputed once as a
-  (N, M, D) float32 tensor (``4 N M D`` bytes: about 220 MB for the lite set's
-  240 faces, 2.5 GB for the paper's 2,800). A step of 32 faces is about
+  (N, M, D) float32 tensor (``4 N M D`` bytes, D = 6 (K + 1): about 330 MB for
+  the lite set's 360 templates at K = 10, 2.5 GB for the paper's 2,800). A step of 32 faces is about
   1.6 GFLOP. The benchmark also trains a few vertices one at a time in a
   Python loop (the same features, weights, minibatches and AdamW) and
   extrapolates: the loop reproduces the batched networks and is more than an

@@ -152,7 +152,7 @@ class TrainConfig:
     @classmethod
     def lite(cls, **overrides) -> "TrainConfig":
         """The book's CPU configuration: ResNet-18 at 64 px on the ``lite`` dataset's 1,800 training
-        photos, 6 epochs (about 2 minutes on 2 cores)."""
+        photos, 6 epochs (several minutes on 2 cores)."""
         return cls(**{"name": "lite", **overrides})
 
     @classmethod

@@ -61,8 +61,10 @@ __all__ = [
 #: Name under which :func:`use_plotly_renderer` registers the renderer in ``plotly.io.renderers``.
 RENDERER_NAME = "dualface"
 
-#: plotly.js config used by the renderer (no plotly logo, resizes with the page).
-DEFAULT_PLOTLY_CONFIG: dict[str, Any] = {"displaylogo": False, "responsive": True}
+#: plotly.js config used by the renderer: no plotly logo, and a fixed size. ``responsive`` stays off:
+#: in JupyterLab a responsive figure takes its height from the output area, which takes its height from
+#: the figure, so the first redraw after a click (a slider step, a menu choice) collapsed it to 0 px.
+DEFAULT_PLOTLY_CONFIG: dict[str, Any] = {"displaylogo": False, "responsive": False}
 
 
 # --------------------------------------------------------------------------- renderer
@@ -115,7 +117,7 @@ def use_plotly_renderer(config: dict[str, Any] | None = None) -> None:
     Parameters
     ----------
     config:
-        plotly.js config for every figure (default: ``{"displaylogo": False, "responsive": True}``).
+        plotly.js config for every figure (default: :data:`DEFAULT_PLOTLY_CONFIG`).
 
     Notes
     -----

@@ -59,7 +59,6 @@ LAPTOP_VIEWPORTS = ({"width": 1440, "height": 900}, {"width": 1366, "height": 76
 #: Text the static book shows for each page's "try it" widgets (drawn from the saved widget state;
 #: without a kernel they show their saved values and do nothing).
 WIDGET_TEXT: dict[str, list[str]] = {
-    "notebooks/01_faces_as_data.html": ["mode"],
     "notebooks/02_fitting_landmarks.html": ["lambda", "mean error"],  # the Output shows the first refit
     "notebooks/04_mrf_prior.html": ["K\n10", "hidden\n50", "colour", "train"],  # sliders at K = 10, 50 units
     "notebooks/05_resnet.html": ["test face", "reconstruct"],

@@ -66,9 +66,12 @@ STARTUP_SERVER_ERROR = "Uncaught exception GET /api/kernels"
 #: chapter 1's mode explorer: the id of the cell whose output is the plotly figure with its own slider
 MODE_EXPLORER_CELL = "fbdc8d1f"
 
-#: JS: the cell at this index of the notebook on show (JupyterLab's windowed list numbers its cells)
-CELL_AT = """(i) => document.querySelector(
-  `.jp-NotebookPanel:not(.lm-mod-hidden) .jp-Cell[data-windowed-list-index="${i}"]`)"""
+#: CSS: the notebook on show, and its cell at an index (JupyterLab's windowed list numbers its cells)
+NOTEBOOK_ON_SHOW = ".jp-NotebookPanel:not(.lm-mod-hidden)"
+CELL_AT_INDEX = NOTEBOOK_ON_SHOW + ' .jp-Cell[data-windowed-list-index="{}"]'
+#: JS: the cell at this index (by that number; else the index-th cell the notebook holds)
+CELL_AT = """(i) => document.querySelector(`%s .jp-Cell[data-windowed-list-index="${i}"]`)
+  || document.querySelectorAll('%s .jp-Notebook .jp-Cell')[i] || null""" % (NOTEBOOK_ON_SHOW, NOTEBOOK_ON_SHOW)
 #: JS: the plotly figure in the output of that cell: its traces, the data of its slider's last step, its title
 PLOT_IN_CELL = """(i) => {
   const cell = (%s)(i), gd = cell && cell.querySelector('.jp-OutputArea .js-plotly-plot');
@@ -304,7 +307,9 @@ class Session:
     def cell(self, index: int):
         """The cell at this index, scrolled into view (JupyterLab draws an output when it comes into
         view)."""
-        c = self.page.locator(f'.jp-NotebookPanel:not(.lm-mod-hidden) .jp-Cell[data-windowed-list-index="{index}"]')
+        c = self.page.locator(CELL_AT_INDEX.format(index))
+        if c.count() == 0:
+            c = self.page.locator(f"{NOTEBOOK_ON_SHOW} .jp-Notebook .jp-Cell").nth(index)
         c.scroll_into_view_if_needed()
         return c
 

@@ -59,10 +59,11 @@ class Figures:
 #: (test_every_chapter_has_expected_figures says so); count its cells that end in a plotly
 #: figure (or call .show() on one) and its plt.show() calls.
 EXPECTED_FIGURES: dict[str, Figures] = {
-    "00": Figures(plotly=1, images=1),  # two faces side by side | three photos
+    "00": Figures(plotly=1, images=1),  # nose pushed back, camera and side views | three photos
     "01": Figures(plotly=5, images=3),  # mean face, mode explorer, blendshapes, PCA residual, scan
     #                                     | sigma bars, render buffers, photo gallery
-    "02": Figures(plotly=2, images=3),  # S0 error map, S0 colours | landmarks, lambda curve, jaw
+    "02": Figures(plotly=4, images=3),  # S0 error by lambda (slider), typical and failure heat maps,
+    #                                     S0 colours | landmarks, lambda curve, jaw
     "03": Figures(plotly=3, images=2),  # NICP steps, S_hat error, test-split error | range image,
     #                                     one person's captures and photos
     "04": Figures(plotly=3, images=2),  # lip-patch graph, colour helps, median faces | curves, Fig. 3

@@ -196,7 +196,8 @@ def _plotly_figure_html(figure: dict) -> str:
     """``<div>`` + inline ``Plotly.newPlot`` for a plotly-mimetype output (no plotly.js inside)."""
     import plotly.io as pio
 
-    config = figure.get("config") or {"displaylogo": False, "responsive": True}
+    # the static page's figures follow the window's width (in JupyterLab the renderer keeps them fixed)
+    config = {"displaylogo": False, **(figure.get("config") or {}), "responsive": True}
     fig = {k: v for k, v in figure.items() if k in ("data", "layout", "frames")}
     return pio.to_html(fig, config=config, include_plotlyjs=False, include_mathjax=False,
                        full_html=False, validate=False, default_width="100%",

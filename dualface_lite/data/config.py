@@ -197,15 +197,15 @@ class DatasetConfig:
         have two) x 5 photos (1,800 training photos), 12 validation people (24 captures), 45 test
         people (90 captures), one photo per validation and test capture; about 4 minutes on 2
         cores. (Far fewer captures per person than FRGC's 8.6, for more people: what a network must
-        generalise over is people. With the same 1,800 photos from 90 people x 2 captures x 10
-        photos, the network of chapter 5 gained a third as much over the bias alone:
-        ``benchmarks/README.md``.)"""
+        generalise over is people; ``benchmarks/README.md`` compares training sets of the same 1,800
+        photos from fewer people.)"""
         return cls(**{"name": "lite", **overrides})
 
     @classmethod
     def paper(cls, **overrides) -> "DatasetConfig":
-        """FRGC v2.0's scale: 466 people, 4,007 captures, one photo each, split as the paper trains
-        and tests (2,800 / 500 captures, section IV-B) with the other 707 for validation."""
+        """FRGC v2.0's scale: 466 people, 4,007 captures, one photo each: 2,800 captures to train and
+        500 to test, the numbers of the paper's Fig. 3 experiment (the split of its Table III is not
+        stated; this is the kit's reading), and the other 707 for validation."""
         return cls(**{"name": "paper", "train": SplitPlan(326, 2800, 1, 200_000),
                       "val": SplitPlan(82, 707, 1, 250_000), "test": SplitPlan(58, 500, 1, 300_000),
                       **overrides})
