@@ -58,7 +58,7 @@ HOG_CANDIDATE_SCORE = -0.5
 CHECK_SIDE = 160
 CHECK_PAD = 0.5
 #: when no candidate is confirmed, the CNN searches a copy of the photo at most this large
-CNN_MAX_SIDE = 400
+CNN_MAX_SIDE = 320
 
 
 class NoFaceError(ValueError):
