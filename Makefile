@@ -1,5 +1,6 @@
 # One entry point for students, instructors and CI.
-#   make book   create .venv, fetch the face model, install the offline web assets, build the book
+#   make book   create .venv, fetch the face model and the real photos of chapter 7 (make faces), install
+#               the offline web assets, build the book
 #   make test   everything `make book` does, then the test suite (unit, chapters, browser, JupyterLab)
 #   make test-fast  the tests that need neither the book build nor a subprocess (after each edit)
 #   make lab    the chapters in JupyterLab (notebooks/), with the kit's venv as the kernel
