@@ -1,7 +1,9 @@
 """Do the fast tests catch a 15% fault? Each fault below scales one computed quantity of the package by
 1.15 (an error measure, a shading, a rank weight, an interval, a regularisation weight, ...), in a copy of
-the package in a temporary folder; the fast tier (``pytest -m "not slow and not integration"``) then runs
-on that copy and must fail. The script prints one line per fault and exits 1 if any fault went unnoticed.
+the checkout in a temporary folder; the fast tier (``pytest -m "not slow and not integration"``) then runs
+on that copy and must fail. First a control: on the copy without a fault the fast tier must pass (else a
+test that fails anyway would make every fault look caught). The script prints one line per fault and exits 1
+if any fault went unnoticed.
 
 Usage (after ``make env model``; about 1-5 minutes per fault on 2 cores, each run stops at its first
 failure)::
@@ -82,22 +84,28 @@ FAULTS = [
 
 
 def _copy(dst: Path) -> None:
-    for name in ("dualface_lite", "tests", "data_scripts", "benchmarks"):
-        shutil.copytree(ROOT / name, dst / name, ignore=shutil.ignore_patterns("__pycache__", "results"))
-    shutil.copy2(ROOT / "pyproject.toml", dst / "pyproject.toml")
+    """The checkout's tracked files (the package, the tests, and the chapters and pages some tests read)."""
+    files = subprocess.run(["git", "ls-files", "-z"], cwd=ROOT, capture_output=True, text=True,
+                           check=True).stdout.split("\0")
+    for name in filter(None, files):
+        src = ROOT / name
+        if src.is_file():
+            (dst / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(src, dst / name)
 
 
-def run_fault(name: str, file: str, code: str, faulty: str, home: Path) -> tuple[bool, str, float]:
-    """Run the fast tier on a copy of the package with the fault, with the kit's data folder ``home``;
-    (caught, last line, seconds)."""
+def run_fault(name: str, file: str, code: str | None, faulty: str | None, home: Path) -> tuple[int, str, float]:
+    """Run the fast tier on a copy of the checkout with the fault (none when ``code`` is None), with the kit's
+    data folder ``home``; (pytest's exit status: 1 when a test failed, the last line, seconds)."""
     with tempfile.TemporaryDirectory(prefix="dualface-fault-") as tmp:
         tmp = Path(tmp)
         _copy(tmp)
         path = tmp / "dualface_lite" / file
         src = path.read_text(encoding="utf-8")
-        if src.count(code) != 1:
-            raise SystemExit(f"{name}: the code to change occurs {src.count(code)} times in {file}, not once")
-        path.write_text(src.replace(code, faulty), encoding="utf-8")
+        if code is not None:
+            if src.count(code) != 1:
+                raise SystemExit(f"{name}: the code to change occurs {src.count(code)} times in {file}, not once")
+            path.write_text(src.replace(code, faulty), encoding="utf-8")
         env = dict(os.environ, PYTHONPATH=str(tmp), DUALFACE_HOME=str(home))
         imported = subprocess.run([sys.executable, "-c", "import dualface_lite; print(dualface_lite.__file__)"],
                                   cwd=tmp, env=env, capture_output=True, text=True).stdout.strip()
@@ -107,7 +115,7 @@ def run_fault(name: str, file: str, code: str, faulty: str, home: Path) -> tuple
         r = subprocess.run([sys.executable, "-m", "pytest", "-m", "not slow and not integration", "-x", "-q",
                             "-p", "no:cacheprovider", "tests"], cwd=tmp, env=env, capture_output=True, text=True)
         lines = [ln for ln in r.stdout.splitlines() if ln.strip()]
-        return r.returncode == 1, (lines[-1] if lines else r.stderr[-300:]), time.monotonic() - t0
+        return r.returncode, (lines[-1] if lines else r.stderr[-300:]), time.monotonic() - t0
 
 
 def _home() -> Path:
@@ -121,8 +129,14 @@ def _home() -> Path:
 def main(words) -> int:
     chosen = [f for f in FAULTS if not words or any(w.lower() in f[0].lower() for w in words)]
     missed, home = [], _home()
+    # the control: without a fault the fast tier must pass on the copy, else every fault would look caught
+    status, last, sec = run_fault("no fault", "metrics.py", None, None, home=home)
+    print(f"control (no fault): {last} ({sec:.0f} s)", flush=True)
+    if status != 0:
+        raise SystemExit("the fast tier does not pass on the copy without any fault: fix that first")
     for fault in chosen:
-        caught, last, sec = run_fault(*fault, home=home)
+        status, last, sec = run_fault(*fault, home=home)
+        caught = status == 1
         print(f"{'caught' if caught else 'MISSED'}  {fault[0]}  ({sec:.0f} s: {last})", flush=True)
         if not caught:
             missed.append(fault[0])
