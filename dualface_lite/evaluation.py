@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from . import checks, metrics
+from .metrics import ced
 
 __all__ = ["REFERENCES", "normalized_errors", "normalized_vertex_errors", "vertex_error_maps", "ced",
            "Interval", "Comparison", "bootstrap_ci", "paired_comparison", "ScanDistances", "icp_align",
@@ -78,23 +79,6 @@ def vertex_error_maps(pred, gt) -> np.ndarray:
     :func:`dualface_lite.metrics.mean_vertex_errors`."""
     a = metrics.align_batch(pred, gt)
     return np.linalg.norm(a - np.asarray(gt, dtype=np.float64), axis=2)
-
-
-def ced(errors, thresholds=None, *, counts: bool = False) -> tuple[np.ndarray, np.ndarray]:
-    """The cumulative error distribution of Fig. 6: for each threshold ``x``, the share (or with
-    ``counts`` the number) of faces whose error is at most ``x``.
-
-    errors : (M,) per-face errors. thresholds : (T,) increasing; default 200 steps from 0 to the
-    largest error. Returns ``(thresholds (T,), values (T,))``.
-    """
-    e = np.asarray(errors, dtype=np.float64).reshape(-1)
-    if e.size == 0 or not np.all(np.isfinite(e)):
-        raise ValueError("errors must be a non-empty array of finite values")
-    x = np.linspace(0.0, float(e.max()), 200) if thresholds is None else np.asarray(thresholds, np.float64)
-    if x.ndim != 1 or (np.diff(x) < 0).any():
-        raise ValueError("thresholds must be a 1-D increasing array")
-    n = np.searchsorted(np.sort(e), x, side="right").astype(np.float64)
-    return x, (n if counts else n / e.size)
 
 
 # ---------------------------------------------------------------------------

@@ -12,8 +12,8 @@ import numpy as np
 
 from . import checks
 
-__all__ = ["rigid_align", "align_batch", "vertex_errors", "mean_vertex_error", "mean_vertex_errors",
-           "landmark_error", "per_condition", "condition_table"]
+__all__ = ["rigid_align", "align_batch", "residual_targets", "vertex_errors", "mean_vertex_error",
+           "mean_vertex_errors", "ced", "landmark_error", "per_condition", "condition_table"]
 
 
 def _check_pair(pred, gt, name_a: str = "pred", name_b: str = "gt") -> tuple[np.ndarray, np.ndarray]:
@@ -91,12 +91,36 @@ def align_batch(source, target) -> np.ndarray:
     return np.einsum("mij,mnj->mni", R, xc) + my
 
 
+def residual_targets(base, target) -> np.ndarray:
+    """``DeltaS`` of eq. (2) with the pose removed: ``align(target -> base) - base``, (M, N, 3) float32
+    for ``base`` and ``target`` (M, N, 3). What the ResNet's ``T_L`` and the MRF prior learn: a
+    reconstruction is judged after rigid alignment, so neither is asked to learn the pose of ``target``."""
+    return (align_batch(target, base) - np.asarray(base, dtype=np.float64)).astype(np.float32)
+
+
 def mean_vertex_errors(pred, gt, align: bool = True) -> np.ndarray:
     """The paper's mean error (mm) of each of M faces: (M,) for ``pred``, ``gt`` (M, N, 3)."""
     a, b = _check_batch(pred, gt)
     if align:
         a = align_batch(a, b)
     return np.linalg.norm(a - b, axis=2).mean(1)
+
+
+def ced(errors, thresholds=None, *, counts: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """The cumulative error distribution of Fig. 6: for each threshold ``x``, the share (or with
+    ``counts`` the number) of faces whose error is at most ``x``.
+
+    errors : (M,) per-face errors. thresholds : (T,) increasing; default 200 steps from 0 to the
+    largest error. Returns ``(thresholds (T,), values (T,))``.
+    """
+    e = np.asarray(errors, dtype=np.float64).reshape(-1)
+    if e.size == 0 or not np.all(np.isfinite(e)):
+        raise ValueError("errors must be a non-empty array of finite values")
+    x = np.linspace(0.0, float(e.max()), 200) if thresholds is None else np.asarray(thresholds, np.float64)
+    if x.ndim != 1 or (np.diff(x) < 0).any():
+        raise ValueError("thresholds must be a 1-D increasing array")
+    n = np.searchsorted(np.sort(e), x, side="right").astype(np.float64)
+    return x, (n if counts else n / e.size)
 
 
 def _condition_codes(condition, names) -> np.ndarray:

@@ -133,7 +133,7 @@ import numpy as np
 import torch
 
 from . import checks
-from .metrics import align_batch
+from .metrics import align_batch, residual_targets
 
 __all__ = ["MRFPrior", "MRFGC", "mrfgc", "DEFAULT_COLOR_SCALE",
            "delta_weights", "knn_fixed", "knn_per_subject", "visible_color_mean", "impute_colors",
@@ -892,11 +892,15 @@ class MRFPrior:
             idx = knn_fixed(mean_T, color_mean if self.use_color else None, self.k, self.color_scale)
         self.neighbours_ = idx if self.neighbours == "fixed" else None
 
-        if self.align_targets:      # the networks learn shape, not the pose of the ground truth
-            Y = align_batch(Y, T).astype(np.float32)
+        # the networks learn shape, not the pose of the ground truth: the targets aligned onto the
+        # templates, the residuals as the ResNet's (metrics.residual_targets)
+        if self.residual:
+            R = residual_targets(T, Y) if self.align_targets else Y - T      # offsets v_hat - v0
+        else:
+            R = align_batch(Y, T).astype(np.float32) if self.align_targets else Y
         dev = torch.device(self.device)
         Tt, Ct, It = (torch.as_tensor(a, device=dev) for a in (T, C, idx))
-        R = torch.as_tensor(Y - T if self.residual else Y, device=dev)       # offsets v_hat - v0
+        R = torch.as_tensor(R, device=dev)
         tr_rows = torch.as_tensor(np.nonzero(tr)[0], device=dev)
         va_rows = torch.as_tensor(np.nonzero(val)[0], device=dev)
 

@@ -48,6 +48,13 @@ def cache_dir(name: str = "") -> Path:
     return p
 
 
+def result_dir(kind: str, name: str, root=None) -> Path:
+    """The folder of one cached result: ``root / name``, by default ``cache_dir(kind) / name``
+    (``kind``: ``"datasets"``, ``"networks"``). Not created here (its parent is)."""
+    base = Path(root).expanduser() if root is not None else cache_dir(kind)
+    return base / name
+
+
 def write_atomic(path, data: bytes) -> None:
     """Write a file so that it is either absent or complete: a temporary file beside it, flushed to
     disk, renamed into place (a crash leaves at most a ``*.tmp-<pid>`` file)."""

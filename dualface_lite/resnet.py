@@ -138,6 +138,24 @@ class AppearanceNet(nn.Module):
         out = self.regress(self.reduce(x)).view(images.shape[0], self.n_vertices, 3)
         return self.offset_mean + self.offset_scale * out
 
+    @torch.no_grad()
+    def infer(self, crops, batch_size: int = 64) -> torch.Tensor:
+        """The residuals of M crops (M, 3, S, S) in [0, 1], in evaluation mode and batches of
+        ``batch_size`` on the network's device: (M, N, 3) float32 mm on the CPU. The network's mode
+        (training or evaluation) is the same afterwards."""
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+        crops = torch.as_tensor(crops, dtype=torch.float32)
+        if len(crops) == 0:
+            return torch.zeros((0, self.n_vertices, 3))
+        was, device = self.training, self.offset_scale.device
+        self.eval()
+        try:
+            return torch.cat([self(crops[i:i + batch_size].to(device)).float().cpu()
+                              for i in range(0, len(crops), batch_size)])
+        finally:
+            self.train(was)
+
     def __repr__(self) -> str:
         return (f"AppearanceNet({self.backbone}, input {self.input_size} px, feature map "
                 f"{self.feature_size[0]}x{self.feature_size[1]}, {self.n_vertices} x 3 outputs, "

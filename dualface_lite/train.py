@@ -53,10 +53,10 @@ import torch
 from torch.utils.data import DataLoader, DistributedSampler
 
 from . import __version__, metrics, paths
-from .camera import face_crop
 from .data.config import DatasetConfig, as_config as as_dataset_config, dataset_dir
 from .data.store import FaceData, load_split
-from .data.torchdata import FaceDataset
+from .data.torchdata import FaceDataset, crop_batch
+from .metrics import residual_targets
 from .resnet import BACKBONES, AppearanceNet
 
 __all__ = ["VARIANTS", "TARGETS", "LOSSES", "TrainConfig", "TrainedNetwork", "train", "load_network", "network_dir",
@@ -210,8 +210,7 @@ def network_dir(config, root=None) -> Path:
     """The folder of a trained network: ``root / f"{name}-{variant}-{key}"`` (default root:
     ``paths.cache_dir("networks")``). Not created here."""
     config = _as_config(config)
-    base = Path(root).expanduser() if root is not None else paths.cache_dir("networks")
-    return base / f"{config.name}-{config.variant}-{config.key()}"
+    return paths.result_dir("networks", f"{config.name}-{config.variant}-{config.key()}", root)
 
 
 # ---------------------------------------------------------------------------
@@ -246,11 +245,6 @@ def base_shapes(variant: str, s0, colors=None, *, mean_face=None, prior=None) ->
             raise ValueError("the Ours variant needs a fitted MRF prior and the colours of S0")
         return prior.predict(s0, colors).astype(np.float32)
     raise ValueError(f"variant must be one of {tuple(VARIANTS)}, got {variant!r}")
-
-
-def residual_targets(base, target) -> np.ndarray:
-    """``DeltaS`` of eq. (2) with the pose removed: ``align(target -> base) - base``, (M, N, 3)."""
-    return (metrics.align_batch(target, base) - np.asarray(base, dtype=np.float64)).astype(np.float32)
 
 
 def shuffled_photos(persons, seed: int = 0) -> np.ndarray:
@@ -319,25 +313,14 @@ class TrainedNetwork:
         return base_shapes(self.variant, s0, colors, mean_face=self.mean_face, prior=self.prior)
 
     def crops(self, images, landmarks) -> torch.Tensor:
-        """The network's input: the face crop (:func:`dualface_lite.camera.face_crop`, the same rule
-        as training) of M photos (M, H, W, 3) uint8 with their landmarks (M, 68, 2):
-        (M, 3, S, S) float32 in [0, 1]."""
-        images, landmarks = np.asarray(images), np.asarray(landmarks)
-        if images.ndim == 3:
-            images, landmarks = images[None], landmarks[None]
-        if len(images) != len(landmarks):
-            raise ValueError(f"{len(images)} images but {len(landmarks)} landmark sets")
-        out = np.stack([face_crop(lm, size=self.config.input_size).image(im)
-                        for im, lm in zip(images, landmarks)])
-        return torch.from_numpy(out.transpose(0, 3, 1, 2).copy()).float() / 255.0
+        """The network's input: the face crop (the same rule and tensor as training,
+        :func:`dualface_lite.data.torchdata.crop_batch`) of M photos (M, H, W, 3) uint8 with their
+        landmarks (M, 68, 2): (M, 3, S, S) float32 in [0, 1]."""
+        return crop_batch(images, landmarks, self.config.input_size)
 
-    @torch.no_grad()
     def residuals(self, crops, batch_size: int = 64) -> np.ndarray:
         """``T_L(I)``: (M, N, 3) mm from crops (M, 3, S, S) in [0, 1] (see :meth:`crops`)."""
-        device = next(self.net.parameters()).device
-        crops = torch.as_tensor(crops, dtype=torch.float32)
-        out = [self.net(crops[i:i + batch_size].to(device)).float().cpu() for i in range(0, len(crops), batch_size)]
-        return torch.cat(out).numpy() if out else np.zeros((0, self.net.n_vertices, 3), np.float32)
+        return self.net.infer(crops, batch_size).numpy()
 
     def predict(self, data: FaceData, photos=None, batch_size: int = 64) -> np.ndarray:
         """Eq. (3) for the records of ``data``: ``S_bar + T_L(I)``, (M, N, 3). ``photos`` (M,)
@@ -460,15 +443,9 @@ def _loss(out: torch.Tensor, target: torch.Tensor, scale: float, kind: str) -> t
     return (d.pow(2).sum(-1) + 1e-6).sqrt().mean()
 
 
-def _validation_error(net, crops, base, target, batch: int) -> float:
+def _validation_error(net: AppearanceNet, crops, base, target, batch: int) -> float:
     """Mean vertex error (mm, after rigid alignment) of ``base + net(crops)`` against ``target``."""
-    was = net.training
-    net.eval()
-    device = next(net.parameters()).device
-    with torch.no_grad():
-        out = torch.cat([net(crops[i:i + batch].to(device)).float().cpu() for i in range(0, len(crops), batch)])
-    net.train(was)
-    return float(metrics.mean_vertex_errors(base + out.numpy(), target).mean())
+    return float(metrics.mean_vertex_errors(base + net.infer(crops, batch).numpy(), target).mean())
 
 
 def _prepare(config: TrainConfig, data_root, model, progress: bool):

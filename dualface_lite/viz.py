@@ -616,7 +616,7 @@ def ced_figure(errors: dict, *, title: str = "", xlabel: str = "mean error (mm)"
     The y-axis counts the faces whose error is at most x (the paper's), or their share."""
     import matplotlib.pyplot as plt
 
-    from .evaluation import ced
+    from .metrics import ced
 
     if not errors:
         raise ValueError("errors must hold at least one method")

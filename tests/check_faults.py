@@ -56,7 +56,7 @@ FAULTS = [
     ("regularisation weight of eq. (4) (fitting.solve_shape's lambda)", "fitting.py",
      "d = np.concatenate([np.full(n_id, lam), np.full(K - n_id, lam_expr)])",
      "d = np.concatenate([np.full(n_id, 1.15 * lam), np.full(K - n_id, lam_expr)])"),
-    ("cumulative error distribution (evaluation.ced)", "evaluation.py",
+    ("cumulative error distribution (metrics.ced)", "metrics.py",
      "return x, (n if counts else n / e.size)", "return x, (n if counts else 1.15 * n / e.size)"),
     ("landmark NME (landmarks.normalized_mean_error)", "landmarks.py",
      "return float(np.linalg.norm(a - b, axis=1).mean() / np.linalg.norm(b[36] - b[45]))",

@@ -106,3 +106,22 @@ def test_output_scaling_starts_at_the_mean_residual():
         net.set_output_scaling(torch.zeros(4, 3), 1.0)
     with pytest.raises(ValueError, match="scale must be a positive"):
         net.set_output_scaling(mean, 0.0)
+
+
+def test_infer_is_the_forward_pass_in_batches_and_keeps_the_mode():
+    """One batched no-grad loop (training's validation and prediction both use it): the same numbers as
+    one forward pass in evaluation mode, whatever the batch size; the network's mode is unchanged."""
+    net = AppearanceNet("resnet18", input_size=32, n_vertices=5, seed=1)
+    net.set_output_scaling(torch.randn(5, 3), 1.5)
+    x = torch.rand(7, 3, 32, 32)
+    net.train()
+    out = net.infer(x, batch_size=3)
+    assert net.training and out.shape == (7, 5, 3) and not out.requires_grad
+    with torch.no_grad():
+        ref = net.eval()(x)
+    torch.testing.assert_close(out, ref, atol=1e-5, rtol=1e-5)
+    assert not net.training
+    torch.testing.assert_close(net.infer(x, batch_size=7), net.infer(x, batch_size=2), atol=1e-5, rtol=1e-5)
+    assert net.infer(torch.zeros(0, 3, 32, 32)).shape == (0, 5, 3)
+    with pytest.raises(ValueError, match="batch_size"):
+        net.infer(x, batch_size=0)

@@ -150,6 +150,23 @@ def test_tiny_training_beats_the_bias_is_cached_and_reloads(data_root, tmp_path,
     assert T.network_dir(replace(cfg, lr=1e-3), tmp_path) != net.folder
 
 
+def test_one_crop_for_training_and_inference(data_root):
+    """The network sees at inference exactly the tensor it was trained on (no augmentation): one function
+    makes both (data.torchdata.crop_tensor)."""
+    from dualface_lite.data import FaceDataset
+    from dualface_lite.data.torchdata import crop_batch
+
+    test = load_split(TINY, "test", root=data_root)
+    faces = FaceDataset(test, crop_size=48)
+    rows = np.arange(3)
+    batch = crop_batch(test.read("image", rows), test.read("landmarks", rows), 48)
+    assert batch.shape == (3, 3, 48, 48) and batch.dtype == torch.float32
+    assert torch.equal(batch, torch.stack([faces[int(i)]["image"] for i in rows]))
+    assert torch.equal(crop_batch(test.read("image", 0), test.read("landmarks", 0), 48)[0], batch[0])
+    with pytest.raises(ValueError, match="landmark sets"):
+        crop_batch(test.read("image", rows), test.read("landmarks", rows[:2]), 48)
+
+
 @pytest.fixture(scope="module")
 def short(data_root, tmp_path_factory, model):
     """Five steps on the first 8 training photos (one step an epoch), towards the true surface with the

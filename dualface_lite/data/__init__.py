@@ -13,9 +13,9 @@ Three modules, one concern each:
 and, for training, :class:`FaceDataset` (:mod:`dualface_lite.data.torchdata`, a
 ``torch.utils.data.Dataset`` of face crops and targets; torch is imported only then).
 """
-from .build import build_capture, build_dataset, subject_for
+from .build import build_capture, build_dataset
 from .config import DATA_FORMAT_VERSION, SIZES, SPLITS, DatasetConfig, SplitPlan, dataset_dir
-from .store import DatasetNotBuiltError, FaceData, load_scan, load_split, verify_dataset
+from .store import DatasetNotBuiltError, FaceData, load_scan, load_split, subject_for, verify_dataset
 
 __all__ = ["DatasetConfig", "SplitPlan", "FaceData", "FaceDataset", "build_capture", "build_dataset",
            "load_split", "dataset_dir", "verify_dataset", "subject_for", "load_scan", "SIZES", "SPLITS",

@@ -45,12 +45,12 @@ from ..groundtruth import ground_truth
 from ..model import MorphableModel
 from ..paths import FileLock, source_fingerprint, write_atomic
 from ..registration import surface_distance
-from ..synth import CONDITIONS, make_person, make_subject
+from ..synth import CONDITIONS, make_person
 from .config import DATA_FORMAT_VERSION, SPLITS, DatasetConfig, as_config, dataset_dir
-from .store import (TIMING_FIELDS, field_specs, read_manifest, table_file, timing_file,
+from .store import (TIMING_FIELDS, field_specs, read_manifest, subject_for, table_file, timing_file,
                     verify_dataset)
 
-__all__ = ["build_capture", "build_dataset", "subject_for", "code_fingerprint", "model_fingerprint"]
+__all__ = ["build_capture", "build_dataset", "code_fingerprint", "model_fingerprint"]
 
 #: the modules whose code makes the records (a change is reported on a cache hit, and parts
 #: left by a build with other code are not reused)
@@ -64,16 +64,6 @@ _THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "V
 # ---------------------------------------------------------------------------
 # one capture (Fig. 2)
 # ---------------------------------------------------------------------------
-
-def subject_for(config, seed: int, condition: str, model: MorphableModel | None = None, with_scan: bool = True,
-                capture: int = 0, photo: int = 0, person=None):
-    """The :class:`~dualface_lite.synth.Subject` behind a record, regenerated exactly (photo,
-    landmarks, true surface, and the capture's range scan for ``photo=0``):
-    ``make_subject(seed, condition, capture=capture, photo=photo, **config.subject_kwargs())``."""
-    config = as_config(config)
-    return make_subject(int(seed), str(condition), model=model, with_scan=with_scan, capture=capture,
-                        photo=photo, person=person, **config.subject_kwargs())
-
 
 def build_capture(config, split: str, row: int, model: MorphableModel) -> dict:
     """Capture ``row`` of a split (the order of :meth:`DatasetConfig.captures`), by the paper's

@@ -306,5 +306,4 @@ def dataset_dir(config, root=None) -> Path:
     """The folder of a config's dataset: ``root / f"{name}-{key}"`` (default root:
     ``paths.cache_dir("datasets")``). Not created here."""
     config = as_config(config)
-    base = Path(root).expanduser() if root is not None else paths.cache_dir("datasets")
-    return base / f"{config.name}-{config.key()}"
+    return paths.result_dir("datasets", f"{config.name}-{config.key()}", root)

@@ -26,11 +26,11 @@ from pathlib import Path
 import numpy as np
 
 from ..model import MorphableModel
-from ..synth import CONDITIONS
+from ..synth import CONDITIONS, make_subject
 from .config import SIZES, DatasetConfig, as_config, check_split, dataset_dir
 
 __all__ = ["FaceData", "load_split", "verify_dataset", "read_manifest", "field_specs", "table_file",
-           "timing_file", "load_scan", "DatasetNotBuiltError", "TABLES", "TIMING_FIELDS"]
+           "timing_file", "subject_for", "load_scan", "DatasetNotBuiltError", "TABLES", "TIMING_FIELDS"]
 
 TABLES = ("photos", "captures", "people")
 #: wall times, kept apart from the records (which are byte-identical between builds): field -> table
@@ -284,13 +284,22 @@ def load_split(config_or_path="lite", split: str = "train", root=None, verify: b
     return FaceData(folder, split)
 
 
+def subject_for(config, seed: int, condition: str, model: MorphableModel | None = None, with_scan: bool = True,
+                capture: int = 0, photo: int = 0, person=None):
+    """The :class:`~dualface_lite.synth.Subject` behind a record, regenerated exactly (photo,
+    landmarks, true surface, and the capture's range scan for ``photo=0``):
+    ``make_subject(seed, condition, capture=capture, photo=photo, **config.subject_kwargs())``."""
+    config = as_config(config)
+    return make_subject(int(seed), str(condition), model=model, with_scan=with_scan, capture=capture,
+                        photo=photo, person=person, **config.subject_kwargs())
+
+
 def load_scan(data: FaceData, i: int, model: MorphableModel | None = None):
     """The range scan (``trimesh.Trimesh``, object frame, mm) of record ``i``'s capture: read from
     the dataset when it was built with ``keep_scans``, else regenerated exactly from the person's
     seed, condition and the capture's index (:func:`dualface_lite.data.subject_for`)."""
     import trimesh
 
-    from .build import subject_for
 
     cap = int(data.read("capture_row", i))
     p = Path(data.folder) / "scans" / data.split / f"{cap:06d}.npz"

@@ -14,7 +14,27 @@ from torch.utils.data import Dataset
 from ..camera import CROP_SCALE, face_crop
 from .store import FaceData, load_split
 
-__all__ = ["FaceDataset"]
+__all__ = ["FaceDataset", "crop_tensor", "crop_batch"]
+
+
+def crop_tensor(image, crop) -> torch.Tensor:
+    """The network's input from one photo (H, W, 3) uint8 and its :class:`~dualface_lite.camera.FaceCrop`:
+    (3, S, S) float32 in [0, 1]. Training (:class:`FaceDataset`) and inference
+    (:func:`crop_batch`) both make their tensors here."""
+    return torch.from_numpy(crop.image(image).transpose(2, 0, 1).copy()).float() / 255.0
+
+
+def crop_batch(images, landmarks, size: int, scale: float = CROP_SCALE) -> torch.Tensor:
+    """The face crops (:func:`dualface_lite.camera.face_crop`) of M photos (M, H, W, 3) uint8 (or one,
+    (H, W, 3)) with their landmarks (M, 68, 2): (M, 3, size, size) float32 in [0, 1]."""
+    images, landmarks = np.asarray(images), np.asarray(landmarks)
+    if images.ndim == 3:
+        images, landmarks = images[None], landmarks[None]
+    if len(images) != len(landmarks):
+        raise ValueError(f"{len(images)} images but {len(landmarks)} landmark sets")
+    if len(images) == 0:
+        return torch.zeros((0, 3, size, size))
+    return torch.stack([crop_tensor(im, face_crop(lm, size=size, scale=scale)) for im, lm in zip(images, landmarks)])
 
 
 class FaceDataset(Dataset):
@@ -85,7 +105,7 @@ class FaceDataset(Dataset):
             zoom = float(np.exp(rng.uniform(-self.zoom, self.zoom)))
             gain, bias = float(rng.uniform(1 - self.gain, 1 + self.gain)), float(rng.uniform(-0.5, 0.5) * self.gain)
         crop = face_crop(rec["landmarks"], size=self.crop_size, scale=self.crop_scale, shift=shift, zoom=zoom)
-        img = torch.from_numpy(crop.image(rec["image"]).transpose(2, 0, 1).copy()).float() / 255.0
+        img = crop_tensor(rec["image"], crop)
         if self.augment:
             img = ((img - 0.5) * gain + 0.5 + bias).clamp_(0.0, 1.0)
         item = {"image": img, "landmarks": torch.from_numpy(crop.points(rec["landmarks"]))}
