@@ -67,3 +67,28 @@ def test_built_book_holds_no_build_history():
         if hits := history_phrases(text):
             found[str(p.relative_to(HTML))] = hits
     assert not found, found
+
+
+def section_numbers(markdown_sources) -> tuple[int | None, list[str]]:
+    """The chapter number (its ``# N.`` title) and the numbers of its ``## N.k`` sections, in order."""
+    chapter, sections = None, []
+    for text in markdown_sources:
+        for line in text.splitlines():
+            m = re.match(r"#\s+(\d+)\.\s", line)
+            if m:
+                chapter = int(m.group(1))
+            m = re.match(r"##\s+(\d+\.\d+)\s", line)
+            if m:
+                sections.append(m.group(1))
+    return chapter, sections
+
+
+def test_the_sections_of_each_chapter_run_without_a_gap():
+    """``## N.1``, ``## N.2``, ... in order: a section whose heading went missing leaves a gap."""
+    assert section_numbers(["# 7. Title", "## 7.1 a\n## 7.3 b"]) == (7, ["7.1", "7.3"])
+    for path in sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb")):
+        nb = nbformat.read(path, as_version=4)
+        chapter, sections = section_numbers(c.source for c in nb.cells if c.cell_type == "markdown")
+        if chapter is None or not sections:
+            continue
+        assert sections == [f"{chapter}.{k}" for k in range(1, len(sections) + 1)], path.name

@@ -70,8 +70,8 @@ EXPECTED_FIGURES: dict[str, Figures] = {
     "05": Figures(plotly=2, images=2),  # residual spread, where the photo helps | crops, training curves
     "06": Figures(plotly=2, images=7),  # stages of one face, per-vertex error by method | Table III vs
     #                                     S_hat and vs the truth, CED, Fig. 4, Figs. 7-9
-    "07": Figures(plotly=2, images=2),  # the astronaut stage by stage, the PLY read back | detections and
-    #                                     landmarks, the texture
+    "07": Figures(plotly=2, images=3),  # the astronaut stage by stage, the PLY read back | detections and
+    #                                     landmarks, a test photo with real textures, the texture
 }
 
 

@@ -1,0 +1,218 @@
+"""Real appearance on known geometry: the skin, eyes, brows and hair of real photos on synthetic test faces.
+
+The kit's photos are renders of a smooth synthetic albedo (:mod:`~dualface_lite.synth`); a network trained
+on them has never seen eyes with an iris, eyebrows, stubble, make-up or a camera's grain. A real photo has
+all of them but no known 3D truth. This module makes photos with both: the texture that
+:func:`dualface_lite.io.texture_from_photo` cuts from a real photo (in the model's UV layout, through the
+photo's landmark fit) is laid on the true surface of a synthetic test record and rendered with that
+record's camera and light. The geometry, the camera and the landmarks are the record's, so its ground
+truth ``S_hat`` and true surface still hold, and the landmark fit ``S_0`` is the record's own; only the
+appearance (and so the colours of ``S_0`` and every network input) is real.
+
+The image of a textured mesh, per pixel ``p`` inside the face, with ``(u, v)`` its texture coordinates
+(barycentric interpolation) and ``E`` the irradiance of the record's light at the vertex normals
+(:meth:`dualface_lite.render.Lighting.irradiance`), interpolated likewise::
+
+    I(p) = clip( texture(u(p), v(p)) * E(p), 0, 1 )
+
+Outside the face the record's own photo stays (its background and the dark mouth gap), so that only the
+face's appearance changes.
+
+>>> textures = real_textures(model)                       # the real photos of chapter 7
+>>> real = retextured_split(test, textures, model)          # every test photo with each texture
+>>> preds = dual.predict_all(real)                          # as for a dataset split
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from . import checks, render
+from .fitting import fit_landmarks, sample_colors
+
+__all__ = ["RealTexture", "RetexturedSplit", "real_textures", "render_textured", "retextured_split"]
+
+
+@dataclass(frozen=True)
+class RealTexture:
+    """A texture cut from a real photo: ``texture`` (T, T, 3) uint8 in the model's UV layout (row 0 is
+    v = 0), ``from_photo`` (T, T) the texels the photo saw (the others hold their mirror image's colour
+    where the photo saw that, else the mean colour), ``name`` the photo's name."""
+
+    name: str
+    texture: np.ndarray
+    from_photo: np.ndarray
+
+
+def real_textures(model, names=None, *, folder=None, size: int = 256) -> list[RealTexture]:
+    """The textures of the real photos of :data:`dualface_lite.fetch.REAL_FACES` (``make faces``), each
+    cut through the landmark fit of its hand-labelled 68 points: a list of :class:`RealTexture`.
+
+    names : which photos (default all, in :data:`~dualface_lite.fetch.REAL_FACES` order).
+    folder : where the photos are (default ``paths.real_faces_dir()``).
+    size : the texture's side in px.
+    """
+    from .fetch import real_face_files
+    from .io import texture_from_photo
+    from .landmarks import read_image, read_pts
+
+    files = real_face_files(folder)
+    names = list(files) if names is None else [names] if isinstance(names, str) else list(names)
+    unknown = [n for n in names if n not in files]
+    if unknown or not names:
+        raise ValueError(f"names must be among {sorted(files)}, got {names!r}")
+    out = []
+    for name in names:
+        photo, pts = files[name]
+        if not photo.is_file() or not pts.is_file():
+            raise FileNotFoundError(f"{photo} or {pts} is missing: run `make faces` "
+                                    f"(or dualface_lite.fetch.fetch_real_faces())")
+        image, points = read_image(photo), read_pts(pts)
+        fit = fit_landmarks(model, points, image=image)
+        tex, seen = texture_from_photo(model, fit, image, size=size)
+        # the model's UV layout is left-right symmetric (u -> 1 - u): a texel the photo did not see
+        # (behind the nose of a turned face) takes its mirror's colour where the photo saw that one
+        mirror = ~seen & seen[:, ::-1]
+        tex = tex.copy()
+        tex[mirror] = tex[:, ::-1][mirror]
+        out.append(RealTexture(name, tex, seen))
+    return out
+
+
+def render_textured(camera, vertices, triangles, texcoords, texture, lighting=None):
+    """A mesh drawn with a texture: ``(image (H, W, 3) float64 in [0, 1], mask (H, W) bool)``.
+
+    camera : the :class:`~dualface_lite.camera.Camera` (object -> view).
+    vertices (N, 3), triangles (F, 3) : the mesh, object frame (mm).
+    texcoords : (N, 2) the model's texture coordinates, in [0, 1], v downwards (as the texture's rows).
+    texture : (T, T', 3) uint8 or float in [0, 1].
+    lighting : a :class:`~dualface_lite.render.Lighting` in the view frame, or None (the texture unlit).
+    """
+    V = checks.points(vertices, "vertices")
+    F = np.asarray(triangles)
+    uv = np.asarray(texcoords, dtype=np.float64)
+    if uv.shape != (len(V), 2) or not np.all(np.isfinite(uv)):
+        raise ValueError(f"texcoords must be finite with shape ({len(V)}, 2), got {uv.shape}")
+    tex = checks.rgb_image(texture)
+    frags = render.rasterize(camera, V, F)
+    H, W = frags.mask.shape
+    tri = frags.triangle.reshape(-1)
+    pix = np.flatnonzero(tri >= 0)
+    corners = F[tri[pix]]
+    bary = frags.bary.reshape(-1, 3)[pix].astype(np.float64)
+    th, tw = tex.shape[:2]
+    # texel (row i, column j) holds (u, v) = (j, i) / size, as texture_from_photo cuts it
+    at = np.einsum("pk,pkc->pc", bary, uv[corners]) * np.array([tw, th])
+    color = sample_colors(tex, at, np.ones(len(pix), bool)).astype(np.float64)
+    if lighting is not None:
+        normals = render.vertex_normals(V, F, dtype=np.float64) @ np.asarray(camera.R).T
+        E = lighting.irradiance(normals).astype(np.float64)                 # (N, 3)
+        color = color * np.einsum("pk,pkc->pc", bary, E[corners])
+    image = np.zeros((H * W, 3))
+    image[pix] = np.clip(color, 0.0, 1.0)
+    return image.reshape(H, W, 3), frags.mask
+
+
+@dataclass
+class RetexturedSplit:
+    """Records of a dataset split re-photographed with real textures; it reads as a
+    :class:`~dualface_lite.data.FaceData` where the pipeline and the evaluation need it.
+
+    image (M, H, W, 3) uint8, landmarks (M, 68, 2), s0, colors, s_hat, true (M, N, 3) float32,
+    condition (M,) codes into ``condition_names``, ``person_row`` (M,) the person (bootstrap intervals
+    resample people, :mod:`~dualface_lite.evaluation`); ``texture`` (M,) the index of each photo's texture in
+    ``texture_names``; ``record`` (M,) its record in the source split.
+    """
+
+    image: np.ndarray
+    landmarks: np.ndarray
+    s0: np.ndarray
+    colors: np.ndarray
+    s_hat: np.ndarray
+    true: np.ndarray
+    condition: np.ndarray
+    condition_names: tuple
+    person_row: np.ndarray
+    texture: np.ndarray
+    texture_names: tuple
+    record: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.record)
+
+    def read(self, name: str, i):
+        """Field ``name`` of record(s) ``i``, as :meth:`dualface_lite.data.FaceData.read`."""
+        return getattr(self, name)[i]
+
+
+def retextured_split(data, textures, model, *, rows=None, per_record: str = "all", noise: float = 0.01,
+                     seed: int = 0, progress: bool = True) -> RetexturedSplit:
+    """Every photo of ``rows`` of a split rendered anew with real textures (:func:`render_textured`, with the
+    record's camera, light and true surface, regenerated exactly by :func:`dualface_lite.data.subject_for`),
+    and its landmark fit refitted to read the new colours.
+
+    Parameters
+    ----------
+    data : a :class:`~dualface_lite.data.FaceData` (a split of a built dataset).
+    textures : a list of :class:`RealTexture` (:func:`real_textures`).
+    model : the face model.
+    rows : the records (default all).
+    per_record : ``"all"`` (each record once with every texture) or ``"cycle"`` (record ``k`` of ``rows``
+        with texture ``k mod T``).
+    noise : the std of the pixel noise added on the face, as the kit's photos have (in [0, 1] units).
+    seed : the noise's seed.
+    progress : a tqdm bar over the records.
+
+    Notes
+    -----
+    The landmarks are the record's, and so is ``S_0`` (the fit reads only the landmarks; the tests check it
+    is the stored one); ``colors`` are read from the new photo.
+    """
+    from tqdm.auto import tqdm
+
+    from .data.store import read_manifest, subject_for
+    from .data.config import DatasetConfig
+
+    if per_record not in ("all", "cycle"):
+        raise ValueError(f"per_record must be 'all' or 'cycle', got {per_record!r}")
+    textures = list(textures)
+    if not textures or not all(isinstance(t, RealTexture) for t in textures):
+        raise ValueError("textures must be a non-empty list of RealTexture (see real_textures)")
+    rows = np.arange(len(data)) if rows is None else np.atleast_1d(np.asarray(rows, dtype=np.int64))
+    if len(rows) == 0 or rows.min() < 0 or rows.max() >= len(data):
+        raise ValueError(f"rows must be records of the split (0..{len(data) - 1})")
+    config = DatasetConfig.from_dict(read_manifest(data.folder)["config"])
+    fit_kwargs = config.fit_kwargs()
+    rng = np.random.default_rng(seed)
+    names = tuple(data.condition_names)
+    out = {k: [] for k in ("image", "landmarks", "s0", "colors", "s_hat", "true", "condition", "person_row", "texture",
+                           "record")}
+    for k, i in enumerate(tqdm(rows, disable=not progress, desc="real textures", unit="record")):
+        i = int(i)
+        s = subject_for(config, int(data.read("seed", i)), names[int(data.read("condition", i))], model=model,
+                        with_scan=False, capture=int(data.read("capture_index", i)),
+                        photo=int(data.read("photo_index", i)))
+        which = range(len(textures)) if per_record == "all" else [k % len(textures)]
+        for t in which:
+            face, mask = render_textured(s.camera, s.vertices, model.triangles, model.texcoords,
+                                         textures[t].texture, s.lighting)
+            img = np.where(mask[..., None], face + noise * rng.standard_normal(face.shape),
+                           s.image / 255.0)
+            image = np.clip(np.round(img * 255), 0, 255).astype(np.uint8)
+            fit = fit_landmarks(model, s.landmarks, image=image, **fit_kwargs)
+            out["image"].append(image)
+            out["landmarks"].append(s.landmarks)
+            out["s0"].append(np.asarray(fit.vertices, np.float32))
+            out["colors"].append(np.asarray(fit.colors, np.float32))
+            out["s_hat"].append(data.read("s_hat", i))
+            out["true"].append(data.read("true", i))
+            out["condition"].append(int(data.read("condition", i)))
+            out["person_row"].append(int(data.read("person_row", i)))
+            out["texture"].append(t)
+            out["record"].append(i)
+    arr = {k: np.stack(v) if k in ("image", "landmarks", "s0", "colors", "s_hat", "true") else np.asarray(v)
+           for k, v in out.items()}
+    for k in ("landmarks", "s0", "colors", "s_hat", "true"):
+        arr[k] = arr[k].astype(np.float32)
+    return RetexturedSplit(condition_names=names, texture_names=tuple(t.name for t in textures), **arr)

@@ -1,0 +1,99 @@
+"""Real appearance on known geometry (dualface_lite.appearance): a textured render that agrees with the
+kit's per-vertex renderer (lighting, texture coordinates), textures cut from the real photos of chapter 7,
+and test records re-photographed with them whose truth, landmarks and landmark fit are the records' own."""
+import numpy as np
+import pytest
+
+from dualface_lite import appearance as A
+from dualface_lite import render
+from dualface_lite.data import load_split, subject_for
+from tinydata import TINY   # tests/tinydata.py
+
+
+@pytest.fixture(scope="module")
+def subject(model):
+    return subject_for(TINY, 300000, "illumination", model=model, with_scan=False)
+
+
+def test_a_uniform_texture_is_the_per_vertex_render(subject, model):
+    """One colour everywhere: the textured image is render.render's Gouraud-shaded image of that albedo
+    (both interpolate linearly between the vertices; nothing clips at this albedo)."""
+    s = subject
+    tex = np.full((8, 8, 3), [0.5, 0.4, 0.3])
+    img, mask = A.render_textured(s.camera, s.vertices, model.triangles, model.texcoords, tex, s.lighting)
+    ref = render.render(s.camera, s.vertices, model.triangles, colors=np.array([0.5, 0.4, 0.3]), lighting=s.lighting)
+    assert np.array_equal(mask, ref.mask) and mask.sum() > 5000
+    assert np.abs(img[mask] * 255 - ref.image[mask]).max() <= 0.51            # uint8 rounding only
+    assert np.all(img[~mask] == 0)
+
+
+def test_texture_coordinates_reach_the_right_texel(subject, model):
+    """A texture whose value is its own u (columns) and v (rows): unlit, each pixel reads the (u, v) that
+    render.render interpolates from the vertices; a half-texel shift of a 16 px texture (0.03) would fail."""
+    s, T = subject, 16
+    j, i = np.meshgrid(np.arange(T), np.arange(T))
+    tex = np.stack([j / T, i / T, np.zeros((T, T))], axis=-1)
+    img, mask = A.render_textured(s.camera, s.vertices, model.triangles, model.texcoords, tex)
+    uv = np.clip(np.asarray(model.texcoords), 0, (T - 1) / T)             # the texture's last texel is (T-1)/T
+    ref = render.render(s.camera, s.vertices, model.triangles, colors=np.column_stack([uv, np.zeros(len(uv))]))
+    diff = np.abs(img[mask][:, :2] - ref.image[mask][:, :2] / 255.0)
+    assert np.median(diff) < 0.004 and np.percentile(diff, 99) < 0.01
+
+
+def test_bad_input(subject, model):
+    s = subject
+    with pytest.raises(ValueError, match="texcoords"):
+        A.render_textured(s.camera, s.vertices, model.triangles, model.texcoords[:10], np.zeros((4, 4, 3)))
+    with pytest.raises(ValueError, match="names must be among"):
+        A.real_textures(model, ["nobody"])
+    with pytest.raises(ValueError, match="textures must be"):
+        A.retextured_split(None, [], model)
+
+
+@pytest.fixture(scope="module")
+def textures(model):
+    return A.real_textures(model, size=128)
+
+
+def test_the_uv_layout_is_mirror_symmetric(model):
+    """What the textures' mirror fill relies on: every vertex's (1 - u, v) is another vertex's (u, v)."""
+    from scipy.spatial import cKDTree
+
+    uv = np.asarray(model.texcoords, dtype=np.float64)
+    d, _ = cKDTree(uv).query(np.column_stack([1 - uv[:, 0], uv[:, 1]]))
+    assert np.percentile(d, 99) < 1e-4
+
+
+def test_textures_from_the_real_photos(textures):
+    """Each real photo's texture: the photo saw most of the face; the photos of Einstein and Takeo Kanade
+    are grey, the other two in colour."""
+    assert [t.name for t in textures] == ["einstein", "breakingbad", "takeo", "lenna"]
+    for t in textures:
+        assert t.texture.shape == (128, 128, 3) and t.texture.dtype == np.uint8
+        assert t.from_photo.mean() > 0.4
+        spread = np.ptp(t.texture[t.from_photo].astype(float), axis=1).mean()   # channel disagreement
+        assert (spread < 3) == (t.name in ("einstein", "takeo"))
+
+
+def test_retextured_records_keep_their_truth_and_fit(textures, tiny_data_root, model):
+    """Same geometry, camera and landmarks: S0 refitted from the new photo is the stored one, the truth is
+    the record's; the photo changed inside the face only, and the colours of S0 follow the texture."""
+    test = load_split(TINY, "test", root=tiny_data_root)
+    real = A.retextured_split(test, textures[:2], model, rows=[0, 2], progress=False)
+    assert len(real) == 4 and list(real.record) == [0, 0, 2, 2] and list(real.texture) == [0, 1, 0, 1]
+    assert real.texture_names == ("einstein", "breakingbad")
+    for k, i in enumerate(real.record):
+        np.testing.assert_allclose(real.s0[k], test.s0[i], atol=1e-4)
+        assert np.array_equal(real.s_hat[k], test.s_hat[i]) and np.array_equal(real.landmarks[k], test.landmarks[i])
+        s = subject_for(TINY, int(test.seed[i]), test.condition_names[int(test.condition[i])], model=model,
+                        with_scan=False, capture=int(test.capture_index[i]), photo=int(test.photo_index[i]))
+        assert np.array_equal(s.image, test.read("image", i))                 # the record, regenerated
+        outside = ~render.render(s.camera, s.vertices, model.triangles).mask
+        assert np.array_equal(real.image[k][outside], s.image[outside])
+        assert np.abs(real.image[k][~outside].astype(float) - s.image[~outside]).mean() > 10
+    seen = test.colors[0].any(1)
+    grey = np.ptp(real.colors[0][seen], axis=1).mean()      # Einstein's: grey but for the light's tint
+    colour = np.ptp(real.colors[1][seen], axis=1).mean()
+    assert colour > 4 * grey                                   # measured 0.182 against 0.036
+    cyc = A.retextured_split(test, textures[:2], model, rows=[0, 1, 2], per_record="cycle", progress=False)
+    assert list(cyc.texture) == [0, 1, 0] and list(cyc.record) == [0, 1, 2]
