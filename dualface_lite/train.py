@@ -97,6 +97,8 @@ class TrainConfig:
     loss : ``"mse"``, the paper's squared error, or ``"vertex"``, the mean distance per vertex (the
         error the book measures; less pulled by a few large residuals).
     augment : jitter the crops and their brightness (:class:`~dualface_lite.data.FaceDataset`).
+    photometric : with ``augment``, also vary each crop's colour balance, grey, blur and noise
+        (:func:`dualface_lite.data.torchdata.camera_look`): training photos that look less like clean renders.
     max_photos : use only the first ``max_photos`` training photos (0: all); for tiny tests.
     mrf_k, mrf_hidden : the MRF prior of ``Ours`` (chapter 4), trained on the first photo of each
         training capture towards ``target``. Its outputs on those photos are in-sample, so the residuals
@@ -121,6 +123,7 @@ class TrainConfig:
     warmup: float = 0.05
     loss: str = "mse"
     augment: bool = True
+    photometric: bool = False
     max_photos: int = 0
     mrf_k: int = 10
     mrf_hidden: int = 50
@@ -189,6 +192,8 @@ class TrainConfig:
         d = self.to_dict()
         for nm in ("name", "workers", "dataset"):
             d.pop(nm)
+        if not self.photometric:     # the keys of networks trained before the setting existed
+            d.pop("photometric")
         if self.variant != "Ours":
             d.pop("mrf_k"), d.pop("mrf_hidden")
         blob = json.dumps({"format": TRAIN_FORMAT_VERSION, "config": d, "dataset": self.dataset.key(),
@@ -547,7 +552,8 @@ def _train_locked(config: TrainConfig, folder: Path, data_root, progress: bool, 
     if cuda:
         net = net.to(memory_format=torch.channels_last)
         torch.backends.cudnn.benchmark = True
-    faces = FaceDataset(train_data, crop_size=config.input_size, augment=config.augment, seed=config.seed)
+    faces = FaceDataset(train_data, crop_size=config.input_size, augment=config.augment, seed=config.seed,
+                        photometric=config.photometric)
     dataset = _Residuals(faces, train_res)
     sampler = DistributedSampler(dataset, num_replicas=procs.world, rank=procs.rank, shuffle=True,
                                  seed=config.seed, drop_last=True)

@@ -167,6 +167,51 @@ def test_one_crop_for_training_and_inference(data_root):
         crop_batch(test.read("image", rows), test.read("landmarks", rows[:2]), 48)
 
 
+def test_camera_look_varies_colour_grey_blur_and_noise():
+    """The photometric augmentation: the same draws give the same crop; its gains, grey, blur and noise do
+    what they say, each alone."""
+    from dualface_lite.data.torchdata import camera_look
+
+    g = torch.Generator().manual_seed(0)
+    img = torch.rand(3, 32, 32, generator=g) * 0.5 + 0.25
+    rng = lambda: np.random.default_rng(3)   # noqa: E731
+    assert torch.equal(camera_look(img, rng()), camera_look(img, rng()))
+    gains = rng().uniform(0.75, 1.25, 3)
+    only_gain = camera_look(img, rng(), grey=0.0, blur=0.0, noise=0.0)
+    torch.testing.assert_close(only_gain, (img * torch.tensor(gains, dtype=torch.float32)[:, None, None]).clamp(0, 1))
+    grey = camera_look(img, rng(), colour_gain=0.0, grey=1.0, blur=0.0, noise=0.0)
+    assert torch.equal(grey[0], grey[1]) and torch.equal(grey[1], grey[2])
+    torch.testing.assert_close(grey[0], 0.299 * img[0] + 0.587 * img[1] + 0.114 * img[2])
+    def draws(s):   # camera_look's draws, in its order: 3 gains, grey?, blur's sigma, noise's std
+        r = np.random.default_rng(s)
+        return r.uniform(size=3), r.random(), r.uniform(0, 5.0), r.uniform(0, 1.0)
+
+    s = next(s for s in range(100) if draws(s)[2] > 2)               # a strong blur
+    blurred = camera_look(img, np.random.default_rng(s), colour_gain=0.0, grey=0.0, blur=5.0, noise=0.0)
+    assert blurred.diff(dim=2).abs().mean() < 0.5 * img.diff(dim=2).abs().mean()          # smoother
+    torch.testing.assert_close(blurred.mean(), img.mean(), atol=0.02, rtol=0)
+    s = next(s for s in range(100) if draws(s)[3] > 0.3)             # strong noise
+    noisy = camera_look(img, np.random.default_rng(s), colour_gain=0.0, grey=0.0, blur=0.0, noise=1.0)
+    assert noisy.min() >= 0 and noisy.max() <= 1 and (noisy - img).abs().mean() > 0.1
+
+
+def test_photometric_augmentation_in_the_dataset(data_root):
+    """Only with augment; the geometric jitter of each photo is the same with and without it (its draws
+    come after), the colours differ; the setting is part of a network's key."""
+    from dualface_lite.data import FaceDataset
+
+    test = load_split(TINY, "test", root=data_root)
+    plain, photo = (FaceDataset(test, crop_size=48, augment=True, seed=2, photometric=p) for p in (False, True))
+    a, b = plain[1], photo[1]
+    assert torch.equal(a["landmarks"], b["landmarks"]) and not torch.equal(a["image"], b["image"])
+    off = FaceDataset(test, crop_size=48, photometric=True)
+    assert torch.equal(off[1]["image"], FaceDataset(test, crop_size=48)[1]["image"])   # no augment: no change
+    with pytest.raises(ValueError, match="blur"):
+        FaceDataset(test, blur=9.0)
+    cfg = tiny()
+    assert replace(cfg, photometric=True).key() != cfg.key() and "photometric" in cfg.to_dict()
+
+
 @pytest.fixture(scope="module")
 def short(data_root, tmp_path_factory, model):
     """Five steps on the first 8 training photos (one step an epoch), towards the true surface with the

@@ -14,7 +14,7 @@ from torch.utils.data import Dataset
 from ..camera import CROP_SCALE, face_crop
 from .store import FaceData, load_split
 
-__all__ = ["FaceDataset", "crop_tensor", "crop_batch"]
+__all__ = ["FaceDataset", "crop_tensor", "crop_batch", "camera_look"]
 
 
 def crop_tensor(image, crop) -> torch.Tensor:
@@ -37,6 +37,27 @@ def crop_batch(images, landmarks, size: int, scale: float = CROP_SCALE) -> torch
     return torch.stack([crop_tensor(im, face_crop(lm, size=size, scale=scale)) for im, lm in zip(images, landmarks)])
 
 
+def camera_look(img: torch.Tensor, rng: np.random.Generator, colour_gain: float = 0.25, grey: float = 0.2,
+                blur: float = 1.2, noise: float = 0.03) -> torch.Tensor:
+    """A crop (3, S, S) in [0, 1] as another camera might take it: a gain per channel
+    ``U(1 - colour_gain, 1 + colour_gain)``, grey (the channels' luma) with probability ``grey``, a Gaussian
+    blur of sigma ``U(0, blur)`` px and Gaussian noise of std ``U(0, noise)``; the draws from ``rng``.
+    Returns a new tensor, clipped to [0, 1]."""
+    from torchvision.transforms.functional import gaussian_blur
+
+    gains = torch.as_tensor(rng.uniform(1 - colour_gain, 1 + colour_gain, 3), dtype=img.dtype)
+    to_grey, sigma, std = rng.random() < grey, float(rng.uniform(0, blur)), float(rng.uniform(0, noise))
+    out = img * gains[:, None, None]
+    if to_grey:
+        luma = torch.tensor([0.299, 0.587, 0.114], dtype=img.dtype)
+        out = (out * luma[:, None, None]).sum(0, keepdim=True).expand_as(out)
+    if sigma > 0.1:
+        k = 2 * int(np.ceil(3 * sigma)) + 1
+        out = gaussian_blur(out[None], [k, k], [sigma, sigma])[0]
+    noise_field = torch.from_numpy(rng.standard_normal(out.shape).astype(np.float32)).to(img.dtype)
+    return (out + std * noise_field).clamp(0.0, 1.0)
+
+
 class FaceDataset(Dataset):
     """Photos of a split as tensors.
 
@@ -53,6 +74,11 @@ class FaceDataset(Dataset):
     seed : the augmentation's seed.
     shift, zoom, gain : the largest crop shift (fraction of its side), log-zoom and brightness/contrast
         change of the augmentation.
+    photometric : also make each crop look as if another camera took it (with ``augment``): a gain per
+        colour channel in [1 - ``colour_gain``, 1 + ``colour_gain``], grey with probability ``grey``, a
+        Gaussian blur of sigma up to ``blur`` px (of the crop) and Gaussian noise of std up to ``noise``.
+        The kit's renders are clean, smooth and in colour; photos are not.
+    colour_gain, grey, blur, noise : the photometric augmentation's ranges.
 
     Notes
     -----
@@ -66,7 +92,8 @@ class FaceDataset(Dataset):
 
     def __init__(self, data, split: str = "train", root=None, crop_size: int | None = None,
                  crop_scale: float = CROP_SCALE, augment: bool = False, seed: int = 0,
-                 shift: float = 0.05, zoom: float = 0.08, gain: float = 0.2):
+                 shift: float = 0.05, zoom: float = 0.08, gain: float = 0.2, photometric: bool = False,
+                 colour_gain: float = 0.25, grey: float = 0.2, blur: float = 1.2, noise: float = 0.03):
         self.data = data if isinstance(data, FaceData) else load_split(data, split, root=root)
         size = self.data.read("image", 0).shape[0] if len(self.data) else 0
         self.crop_size = int(crop_size or size)
@@ -77,8 +104,15 @@ class FaceDataset(Dataset):
         for nm, v in (("shift", shift), ("zoom", zoom), ("gain", gain)):
             if not (np.isfinite(v) and 0 <= v < 1):
                 raise ValueError(f"{nm} must be in [0, 1), got {v!r}")
+        for nm, v in (("colour_gain", colour_gain), ("grey", grey), ("noise", noise)):
+            if not (np.isfinite(v) and 0 <= v <= 1):
+                raise ValueError(f"{nm} must be in [0, 1], got {v!r}")
+        if not (np.isfinite(blur) and 0 <= blur <= 5):
+            raise ValueError(f"blur must be in [0, 5] px, got {blur!r}")
         self.crop_scale, self.augment, self.seed = float(crop_scale), bool(augment), int(seed)
         self.shift, self.zoom, self.gain = float(shift), float(zoom), float(gain)
+        self.photometric = bool(photometric)
+        self.colour_gain, self.grey, self.blur, self.noise = float(colour_gain), float(grey), float(blur), float(noise)
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
@@ -108,6 +142,8 @@ class FaceDataset(Dataset):
         img = crop_tensor(rec["image"], crop)
         if self.augment:
             img = ((img - 0.5) * gain + 0.5 + bias).clamp_(0.0, 1.0)
+            if self.photometric:     # drawn after the geometric jitter: without it the draws above are unchanged
+                img = camera_look(img, rng, self.colour_gain, self.grey, self.blur, self.noise)
         item = {"image": img, "landmarks": torch.from_numpy(crop.points(rec["landmarks"]))}
         for k in self.FLOAT_FIELDS:
             item[k] = torch.from_numpy(np.asarray(rec[k], dtype=np.float32))
