@@ -332,6 +332,26 @@ def test_cli_reconstructs_and_reports_bad_photos(tmp_path, photo_dir, astronaut,
 
 
 @pytest.mark.integration
+def test_cli_says_no_face_on_real_photos_without_one(tmp_path):
+    """Real photos with no person in them (scikit-image's coffee cup, cat, rocket and coins): the command
+    reconstructs nothing and says "no face" for each, neither HOG's candidates nor the CNN's search
+    finding one."""
+    from skimage import data as skdata
+
+    folder = tmp_path / "in"
+    folder.mkdir()
+    names = ("coffee", "chelsea", "rocket", "coins")
+    for name in names:
+        Image.fromarray(getattr(skdata, name)()).save(folder / f"{name}.png")
+    r = _dualface("reconstruct", folder, "-o", tmp_path / "out", "--variant", "GC", "--quiet")
+    assert r.returncode == 1 and not list((tmp_path / "out").glob("*.ply"))
+    for name in names:
+        line = [ln for ln in r.stdout.splitlines() if ln.startswith(f"{name}.png")]
+        assert len(line) == 1 and "no face" in line[0], (name, r.stdout)
+    assert f"{len(names)} of {len(names)} photos failed" in r.stderr
+
+
+@pytest.mark.integration
 def test_cli_reconstructs_einstein_not_the_man_behind_him(tmp_path, real_faces):
     """The checked detector hands Einstein on (the larger of two faces, CNN check 0.26); HOG alone hands on
     the man in the background, and the two landmark fits differ."""
