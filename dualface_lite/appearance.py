@@ -21,6 +21,11 @@ face's appearance changes.
 >>> textures = real_textures(model)                       # the real photos of chapter 7
 >>> real = retextured_split(test, textures, model)          # every test photo with each texture
 >>> preds = dual.predict_all(real)                          # as for a dataset split
+
+How far a photo's colours lie from the training photos' (:class:`ColourFamiliarity`, a Mahalanobis distance
+of seven colour statistics of ``S_0``) tells real appearance from the kit's renders; it does not tell, photo
+by photo, where a learnt stage helps or hurts (``benchmarks/README.md``, "Real appearance"), so the pipeline
+reports it and drops nothing on it.
 """
 from __future__ import annotations
 
@@ -31,7 +36,8 @@ import numpy as np
 from . import checks, render
 from .fitting import fit_landmarks, sample_colors
 
-__all__ = ["RealTexture", "RetexturedSplit", "real_textures", "render_textured", "retextured_split"]
+__all__ = ["RealTexture", "RetexturedSplit", "real_textures", "render_textured", "retextured_split",
+           "colour_statistics", "ColourFamiliarity"]
 
 
 @dataclass(frozen=True)
@@ -216,3 +222,73 @@ def retextured_split(data, textures, model, *, rows=None, per_record: str = "all
     for k in ("landmarks", "s0", "colors", "s_hat", "true"):
         arr[k] = arr[k].astype(np.float32)
     return RetexturedSplit(condition_names=names, texture_names=tuple(t.name for t in textures), **arr)
+
+
+def colour_statistics(colors) -> np.ndarray:
+    """Seven numbers per photo from the colours ``S_0`` reads (M, N, 3) in [0, 1], 0 where unseen (or one
+    photo, (N, 3)): the mean and the std of each channel over the seen vertices, and how far the channels
+    disagree (the mean of max - min over the channels: 0 for a grey photo). Returns (M, 7) (or (7,))."""
+    c = np.asarray(colors, dtype=np.float64)
+    one = c.ndim == 2
+    c = c[None] if one else c
+    if c.ndim != 3 or c.shape[2] != 3:
+        raise ValueError(f"colors must have shape (M, N, 3) or (N, 3), got {np.shape(colors)}")
+    out = np.zeros((len(c), 7))
+    for k, face in enumerate(c):
+        seen = face[face.any(1)]
+        if len(seen):
+            out[k] = np.concatenate([seen.mean(0), seen.std(0), [np.ptp(seen, axis=1).mean()]])
+    return out[0] if one else out
+
+
+@dataclass(frozen=True)
+class ColourFamiliarity:
+    """How unlike the training photos a photo's colours are: the Mahalanobis distance of its
+    :func:`colour_statistics` from those of the training photos,
+
+        d(x) = sqrt( sum_k ((x - mean) . axis_k)^2 / var_k ),
+
+    over the principal axes ``axis_k`` of the training statistics; a photo is *unlike the training photos*
+    when ``d`` exceeds ``threshold``, the ``quantile`` of ``d`` over the training and validation photos
+    together (about 1% of photos like them are flagged; seven numbers estimated from many photos hardly
+    fit the training photos better than new ones, and the validation photos alone are few)."""
+
+    mean: np.ndarray
+    axes: np.ndarray
+    var: np.ndarray
+    threshold: float
+    quantile: float = 0.99
+
+    @classmethod
+    def fit(cls, train_colors, val_colors, quantile: float = 0.99) -> "ColourFamiliarity":
+        """From the colours of the training photos (M, N, 3) and of the validation photos (V, N, 3)."""
+        if not 0.5 <= quantile < 1:
+            raise ValueError(f"quantile must be in [0.5, 1), got {quantile!r}")
+        x = colour_statistics(train_colors)
+        if x.ndim != 2 or len(x) < 8:
+            raise ValueError(f"need at least 8 training photos, got {len(np.atleast_2d(x))}")
+        mean = x.mean(0)
+        _, s, vt = np.linalg.svd(x - mean, full_matrices=False)
+        var = np.maximum(s ** 2 / (len(x) - 1), 1e-12)
+        made = cls(mean, vt, var, float("inf"), float(quantile))
+        val = made.distance(val_colors)
+        if np.ndim(val) == 0 or len(val) < 1:
+            raise ValueError("need the colours of at least one validation photo")
+        both = np.concatenate([made.distance(train_colors), val])
+        return cls(mean, vt, var, float(np.quantile(both, quantile)), float(quantile))
+
+    def distance(self, colors):
+        """``d`` of each photo: colours (M, N, 3) -> (M,), or (N, 3) -> a float."""
+        x = colour_statistics(colors)
+        z = (x - self.mean) @ self.axes.T
+        d = np.sqrt((z ** 2 / self.var).sum(-1))
+        return float(d) if np.ndim(d) == 0 else d
+
+    def to_dict(self) -> dict:
+        return {"mean": self.mean.tolist(), "axes": self.axes.tolist(), "var": self.var.tolist(),
+                "threshold": self.threshold, "quantile": self.quantile}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "ColourFamiliarity":
+        return cls(np.asarray(d["mean"], float), np.asarray(d["axes"], float), np.asarray(d["var"], float),
+                   float(d["threshold"]), float(d["quantile"]))

@@ -114,6 +114,10 @@ def reconstruct_photos(source, out, *, fmt: str = "ply", landmarks: str = "auto"
             faces_note = f", the largest of {n_faces} faces" if n_faces > 1 else ""
             log(f"{photo.name} -> {target} ({variant}, landmarks: {how}{faces_note}, "
                 f"{time.perf_counter() - t0:.1f} s)")
+            if r.unlike_training:
+                log(f"{photo.name}: its colours are unlike the training photos' (distance {r.colour_distance:.1f}, "
+                    f"above {dual.familiarity.threshold:.1f}, the 99th percentile of the training photos'); on "
+                    f"such photos the ResNet's residual gains least (chapter 7)")
         except (ValueError, OSError, RuntimeError) as e:   # one photo's failure does not stop the others
             failed.append((photo, str(e)))
             log(f"{photo.name}: failed: {e}")

@@ -95,6 +95,9 @@ class Reconstruction:
     variant : which variant.
     fit : the landmark fit (:class:`~dualface_lite.fitting.Fit`).
     seconds : wall time of each stage ("fit", "mrf", "resnet", "total").
+    colour_distance : how unlike the training photos' the colours of ``S_0`` are
+        (:class:`~dualface_lite.appearance.ColourFamiliarity`), when the dual network knows its training photos.
+    unlike_training : ``colour_distance`` above the threshold of the validation photos (None when unknown).
     """
 
     vertices: np.ndarray
@@ -103,6 +106,8 @@ class Reconstruction:
     variant: str
     fit: object = None
     seconds: dict = field(default_factory=dict)
+    colour_distance: float | None = None
+    unlike_training: bool | None = None
 
 
 def _check_variant(variant: str) -> str:
@@ -125,10 +130,13 @@ class DualNetwork:
         networks' dataset, so that ``S_0`` is the one the networks were trained on).
     lm2vertex : an optional trained :class:`~dualface_lite.baselines.Lm2Vertex` (the paper's baseline).
     dataset : the key of the dataset the networks were trained on (for the manifest).
+    familiarity : the :class:`~dualface_lite.appearance.ColourFamiliarity` of the training photos
+        (:meth:`from_training` and :meth:`from_cache` fit it when the dataset is built); each
+        :class:`Reconstruction` then says whether its photo is unlike them.
     """
 
     def __init__(self, model, networks: dict, *, prior=None, fit_kwargs: dict | None = None, lm2vertex=None,
-                 dataset: str | None = None):
+                 dataset: str | None = None, familiarity=None):
         from .model import MorphableModel
 
         if not isinstance(model, MorphableModel):
@@ -166,6 +174,22 @@ class DualNetwork:
         if dataset is None and networks:
             dataset = next(iter(networks.values())).config.dataset.key()
         self.dataset = dataset
+        self.familiarity = familiarity
+
+    @staticmethod
+    def _familiarity_of(networks: dict, data_root=None):
+        """The colour familiarity of the networks' training photos, or None when their dataset is not built."""
+        from .appearance import ColourFamiliarity
+        from .data import DatasetNotBuiltError, load_split
+
+        if not networks:
+            return None
+        config = next(iter(networks.values())).config.dataset
+        try:
+            train, val = (load_split(config, s, root=data_root) for s in ("train", "val"))
+        except (DatasetNotBuiltError, FileNotFoundError):
+            return None
+        return ColourFamiliarity.fit(train.colors, val.colors)
 
     # -- what is there --------------------------------------------------------
     @property
@@ -213,10 +237,10 @@ class DualNetwork:
             config = training.TrainConfig.preset(size, variant=v, **overrides)
             nets[v] = training.train(config, root, data_root=data_root, progress=progress, device=device, model=model)
         lm2v = Lm2Vertex(model).train(n_samples=lm2vertex_samples, seed=0) if lm2vertex_samples else None
-        return cls(model, nets, lm2vertex=lm2v)
+        return cls(model, nets, lm2vertex=lm2v, familiarity=cls._familiarity_of(nets, data_root))
 
     @classmethod
-    def from_cache(cls, size: str = "lite", *, networks=("Ours",), model=None, root=None,
+    def from_cache(cls, size: str = "lite", *, networks=("Ours",), model=None, root=None, data_root=None,
                    **overrides) -> "DualNetwork":
         """The networks of a preset as :meth:`from_training` would give them, but only if they are trained
         already (in ``root``, default the kit's cache); else ``FileNotFoundError`` saying how to train them.
@@ -235,7 +259,7 @@ class DualNetwork:
                     f"`dualface train --size {size} --variant {v}` (about 2.5 min on 2 CPU cores for lite; "
                     f"`make book` trains it too), or use the variant GC, which needs no network")
             nets[v] = training.load_network(folder, model=model)
-        return cls(model, nets)
+        return cls(model, nets, familiarity=cls._familiarity_of(nets, data_root))
 
     # -- the stages ---------------------------------------------------------------
     def _compose(self, variant: str, s0: np.ndarray, colors: np.ndarray, residual, mrf) -> dict:
@@ -356,7 +380,9 @@ class DualNetwork:
                             self._mrf_of(s0, colors, seconds))
         seconds["total"] = time.perf_counter() - t0
         stages = {k: v[0] for k, v in out.items()}
-        return Reconstruction(stages["S_T"], colors[0], stages, variant, fit, seconds)
+        distance = None if self.familiarity is None else self.familiarity.distance(colors[0])
+        return Reconstruction(stages["S_T"], colors[0], stages, variant, fit, seconds, distance,
+                              None if distance is None else bool(distance > self.familiarity.threshold))
 
     # -- one folder -------------------------------------------------------------
     def save(self, folder) -> Path:
@@ -383,7 +409,8 @@ class DualNetwork:
         man = {"format": PIPELINE_FORMAT_VERSION, "version": __version__, "n_vertices": self.model.n_vertices,
                "model": model_fingerprint(self.model), "dataset": self.dataset, "fit_kwargs": self.fit_kwargs,
                "networks": {v: net.config.to_dict() for v, net in self.networks.items()},
-               "prior": self.prior is not None, "lm2vertex": self.lm2vertex is not None}
+               "prior": self.prior is not None, "lm2vertex": self.lm2vertex is not None,
+               "familiarity": None if self.familiarity is None else self.familiarity.to_dict()}
         paths.write_atomic(tmp / "manifest.json", json.dumps(man, indent=1).encode())
         if folder.exists():
             shutil.rmtree(folder)
@@ -397,6 +424,7 @@ class DualNetwork:
         """Read a folder written by :meth:`save` (weights with ``weights_only=True``). Fails with a
         clear message when the folder was made by another version of the package or for another face
         model."""
+        from .appearance import ColourFamiliarity
         from .baselines import Lm2Vertex
         from .model import load_model
         from .mrf import MRFPrior
@@ -421,4 +449,6 @@ class DualNetwork:
         elif man.get("prior"):
             prior = MRFPrior.load(folder / "prior.pt")
         lm2v = Lm2Vertex.load(folder / "lm2vertex.npz", model) if man.get("lm2vertex") else None
-        return cls(model, nets, prior=prior, fit_kwargs=man["fit_kwargs"], lm2vertex=lm2v, dataset=man["dataset"])
+        fam = ColourFamiliarity.from_dict(man["familiarity"]) if man.get("familiarity") else None
+        return cls(model, nets, prior=prior, fit_kwargs=man["fit_kwargs"], lm2vertex=lm2v, dataset=man["dataset"],
+                   familiarity=fam)

@@ -93,6 +93,8 @@ def test_a_photo_from_scratch_gives_the_datasets_s0(dual, test_split):
         assert set(r.stages) == {"S0", "S_P", "S_T"} and r.variant == "Ours"
         assert set(r.seconds) == {"fit", "mrf", "resnet", "total"}
         assert r.seconds["total"] >= r.seconds["fit"] + r.seconds["mrf"] + r.seconds["resnet"]
+        assert r.colour_distance == pytest.approx(dual.familiarity.distance(d.colors[i]), rel=1e-6)
+        assert r.unlike_training == (r.colour_distance > dual.familiarity.threshold)
     r = dual.reconstruct(d.read("image", 0), d.read("landmarks", 0), "ResNet")
     np.testing.assert_allclose(r.vertices, preds["ResNet"][0], atol=1e-4)
     r = dual.reconstruct(d.read("image", 0), d.read("landmarks", 0), pipeline.OTHER_ORDER)
@@ -110,6 +112,8 @@ def test_save_and_load_reproduce_exactly(dual, test_split, tmp_path, model):
     again = DualNetwork.load(folder, model=model)
     assert again.variants == dual.variants and again.fit_kwargs == dual.fit_kwargs
     assert again.dataset == TINY.key()
+    assert again.familiarity.threshold == dual.familiarity.threshold > 0
+    np.testing.assert_array_equal(again.familiarity.axes, dual.familiarity.axes)
     a, b = dual.predict_all(test_split), again.predict_all(test_split)
     for v in a:
         np.testing.assert_array_equal(a[v], b[v])

@@ -21,7 +21,8 @@ def _run(*args, timeout):
 @pytest.mark.integration
 def test_tiny_end_to_end_then_from_the_cache(tmp_path):
     args = ["--size", "tiny", "--out", str(tmp_path / "report"), "--root", str(tmp_path / "nets"),
-            "--data-root", str(tmp_path / "data"), "--n-boot", "200", "--workers", "2", "--quiet"]
+            "--data-root", str(tmp_path / "data"), "--n-boot", "200", "--workers", "2", "--no-scans",
+            "--quiet"]
     first = _run(*args, timeout=900)
     assert first.returncode == 0, first.stderr[-3000:]
     out = tmp_path / "report"

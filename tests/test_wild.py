@@ -351,6 +351,29 @@ def test_cli_says_no_face_on_real_photos_without_one(tmp_path):
     assert f"{len(names)} of {len(names)} photos failed" in r.stderr
 
 
+@pytest.mark.slow
+@pytest.mark.integration
+def test_cli_says_when_a_photo_is_unlike_the_training_photos(tmp_path, real_faces, astronaut):
+    """Einstein's grey portrait: its colours lie far from the training photos' and the command says so on a
+    line; the kit's own kind of photo (the lite test photo whose colours are most typical) gets no such line."""
+    from dualface_lite import data
+
+    folder = tmp_path / "in"
+    folder.mkdir()
+    Image.fromarray(real_faces["einstein"][0]).save(folder / "einstein.png")
+    r = _dualface("reconstruct", folder / "einstein.png", "-o", tmp_path / "out", "--quiet")
+    assert r.returncode == 0, r.stderr
+    line = [ln for ln in r.stdout.splitlines() if "unlike the training photos'" in ln]
+    assert len(line) == 1 and line[0].startswith("einstein.png"), r.stdout
+    from dualface_lite.appearance import ColourFamiliarity
+
+    train, val, test = (data.load_split("lite", s) for s in ("train", "val", "test"))
+    typical = int(np.argmin(ColourFamiliarity.fit(train.colors, val.colors).distance(test.colors)))
+    Image.fromarray(test.read("image", typical)).save(folder / "synthetic.png")
+    r = _dualface("reconstruct", folder / "synthetic.png", "-o", tmp_path / "out", "--quiet")
+    assert r.returncode == 0 and "unlike the training" not in r.stdout, r.stdout + r.stderr
+
+
 @pytest.mark.integration
 def test_cli_reconstructs_einstein_not_the_man_behind_him(tmp_path, real_faces):
     """The checked detector hands Einstein on (the larger of two faces, CNN check 0.26); HOG alone hands on
