@@ -22,6 +22,9 @@ face's appearance changes.
 >>> real = retextured_split(test, textures, model)          # every test photo with each texture
 >>> preds = dual.predict_all(real)                          # as for a dataset split
 
+The same records can also be photographed by a worse camera (:func:`through_camera`: blur, noise, JPEG,
+grey; :func:`degraded_split`): the kit's renders are sharp and clean, many photos are not.
+
 How far a photo's colours lie from the training photos' (:class:`ColourFamiliarity`, a Mahalanobis distance
 of seven colour statistics of ``S_0``) tells real appearance from the kit's renders; it does not tell, photo
 by photo, where a learnt stage helps or hurts (``benchmarks/README.md``, "Real appearance"), so the pipeline
@@ -37,7 +40,7 @@ from . import checks, render
 from .fitting import fit_landmarks, sample_colors
 
 __all__ = ["RealTexture", "RetexturedSplit", "real_textures", "render_textured", "retextured_split",
-           "colour_statistics", "ColourFamiliarity"]
+           "through_camera", "degraded_split", "colour_statistics", "ColourFamiliarity"]
 
 
 @dataclass(frozen=True)
@@ -222,6 +225,67 @@ def retextured_split(data, textures, model, *, rows=None, per_record: str = "all
     for k in ("landmarks", "s0", "colors", "s_hat", "true"):
         arr[k] = arr[k].astype(np.float32)
     return RetexturedSplit(condition_names=names, texture_names=tuple(t.name for t in textures), **arr)
+
+
+def through_camera(image, *, blur: float = 1.5, noise: float = 0.03, jpeg: int | None = 30, grey: bool = False,
+                   seed: int = 0) -> np.ndarray:
+    """A photo as a worse camera takes it: grey (its luma, when ``grey``), a Gaussian blur of sigma ``blur`` px,
+    Gaussian noise of std ``noise`` (in [0, 1] units, drawn with ``seed``), then JPEG compression at quality
+    ``jpeg`` (1-95; ``None``: none). ``image`` (H, W, 3) uint8 or float in [0, 1]; returns (H, W, 3) uint8."""
+    import io as _bytes
+
+    from PIL import Image
+    from scipy.ndimage import gaussian_filter
+
+    img = checks.rgb_image(image)
+    x = img.astype(np.float64) / 255.0 if img.dtype == np.uint8 else img.astype(np.float64)
+    blur, noise = checks.number(blur, "blur"), checks.number(noise, "noise")
+    if jpeg is not None and (isinstance(jpeg, bool) or not isinstance(jpeg, (int, np.integer)) or not 1 <= jpeg <= 95):
+        raise ValueError(f"jpeg must be a quality in 1..95 or None, got {jpeg!r}")
+    if grey:
+        x = np.repeat((x @ np.array([0.299, 0.587, 0.114]))[..., None], 3, axis=2)
+    if blur > 0:
+        x = gaussian_filter(x, sigma=(blur, blur, 0))
+    if noise > 0:
+        x = x + noise * np.random.default_rng(seed).standard_normal(x.shape)
+    out = np.clip(np.round(x * 255), 0, 255).astype(np.uint8)
+    if jpeg is not None:
+        buf = _bytes.BytesIO()
+        Image.fromarray(out).save(buf, format="JPEG", quality=int(jpeg))
+        out = np.asarray(Image.open(_bytes.BytesIO(buf.getvalue())).convert("RGB"))
+    return out
+
+
+def degraded_split(data, model, *, rows=None, blur: float = 1.5, noise: float = 0.03, jpeg: int | None = 30,
+                   grey: bool = False, seed: int = 0, progress: bool = True) -> RetexturedSplit:
+    """Every photo of ``rows`` of a split (default all) passed :func:`through_camera` (photo ``k`` with noise
+    seed ``seed + k``), and its colours read again by the landmark fit; the landmarks, ``S_0`` and the truth
+    are the record's. Returns a :class:`RetexturedSplit` whose one "texture" is the record's own skin."""
+    from tqdm.auto import tqdm
+
+    from .data.config import DatasetConfig
+    from .data.store import read_manifest
+
+    rows = np.arange(len(data)) if rows is None else np.atleast_1d(np.asarray(rows, dtype=np.int64))
+    if len(rows) == 0 or rows.min() < 0 or rows.max() >= len(data):
+        raise ValueError(f"rows must be records of the split (0..{len(data) - 1})")
+    fit_kwargs = DatasetConfig.from_dict(read_manifest(data.folder)["config"]).fit_kwargs()
+    images, s0, colors = [], [], []
+    for k, i in enumerate(tqdm(rows, disable=not progress, desc="through a camera", unit="photo")):
+        image = through_camera(data.read("image", int(i)), blur=blur, noise=noise, jpeg=jpeg, grey=grey,
+                               seed=seed + k)
+        fit = fit_landmarks(model, data.read("landmarks", int(i)), image=image, **fit_kwargs)
+        images.append(image)
+        s0.append(np.asarray(fit.vertices, np.float32))
+        colors.append(np.asarray(fit.colors, np.float32))
+    return RetexturedSplit(image=np.stack(images), landmarks=np.asarray(data.read("landmarks", rows), np.float32),
+                           s0=np.stack(s0), colors=np.stack(colors),
+                           s_hat=np.asarray(data.read("s_hat", rows), np.float32),
+                           true=np.asarray(data.read("true", rows), np.float32),
+                           condition=np.asarray(data.read("condition", rows)),
+                           condition_names=tuple(data.condition_names),
+                           person_row=np.asarray(data.read("person_row", rows)),
+                           texture=np.zeros(len(rows), np.int64), texture_names=("own",), record=rows)
 
 
 def colour_statistics(colors) -> np.ndarray:

@@ -45,7 +45,7 @@ import os
 import shutil
 import sys
 import time
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 
 import numpy as np
@@ -60,7 +60,7 @@ from .metrics import residual_targets
 from .resnet import BACKBONES, AppearanceNet
 
 __all__ = ["VARIANTS", "TARGETS", "LOSSES", "TrainConfig", "TrainedNetwork", "train", "load_network", "network_dir",
-           "base_shapes", "residual_targets", "shuffled_photos", "code_fingerprint"]
+           "base_shapes", "residual_targets", "shuffled_photos", "code_fingerprint", "fewer_people"]
 
 #: the variants of eq. (3), by what ``S_bar`` is
 VARIANTS = {"ResNet": "the mean face", "ResNetGC": "S0 (landmark fit)", "Ours": "the MRF prior's output"}
@@ -199,6 +199,30 @@ class TrainConfig:
         blob = json.dumps({"format": TRAIN_FORMAT_VERSION, "config": d, "dataset": self.dataset.key(),
                            "code": code_fingerprint()}, sort_keys=True)
         return hashlib.sha256(blob.encode()).hexdigest()[:12]
+
+
+def fewer_people(config, people: int, *, data_root=None) -> TrainConfig:
+    """``config`` restricted to the first ``people`` people of its training split, with the same number
+    of optimiser steps and the same early-stopping window counted in steps: ``max_photos`` becomes their
+    photos, ``epochs`` and ``patience`` grow by (steps per epoch on all photos) / (steps on theirs).
+    Only the amount of training data changes, not how long the network trains. The name gains
+    ``-<people>p``; the whole split gives ``config`` back unchanged. The dataset must be built.
+    """
+    config = _as_config(config)
+    rows = np.asarray(load_split(config.dataset, "train", root=data_root).person_row)
+    n_people = len(np.unique(rows))
+    if isinstance(people, bool) or not isinstance(people, (int, np.integer)) or not 1 <= people <= n_people:
+        raise ValueError(f"people must be an integer in 1..{n_people} (the training people), got {people!r}")
+    if np.any(np.diff(rows) < 0):
+        raise ValueError("the training split's photos are not ordered by person")
+    if people == n_people:
+        return config
+    photos = int(np.searchsorted(rows, people))
+    if photos < config.batch_size:
+        raise ValueError(f"{people} people have {photos} photos: fewer than one batch of {config.batch_size}")
+    factor = (len(rows) // config.batch_size) / (photos // config.batch_size)
+    return replace(config, name=f"{config.name}-{people}p", max_photos=photos,
+                   epochs=max(1, round(config.epochs * factor)), patience=max(1, round(config.patience * factor)))
 
 
 def _as_config(config) -> TrainConfig:

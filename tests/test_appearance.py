@@ -99,6 +99,46 @@ def test_retextured_records_keep_their_truth_and_fit(textures, tiny_data_root, m
     assert list(cyc.texture) == [0, 1, 0] and list(cyc.record) == [0, 1, 2]
 
 
+def test_through_camera_blurs_adds_noise_compresses_and_greys(subject):
+    """Each part of the worse camera does what it says, on a kit photo."""
+    img = subject.image
+    x = img.astype(float)
+    same = A.through_camera(img, blur=0, noise=0, jpeg=None)
+    assert np.array_equal(same, img)
+    noisy = A.through_camera(img, blur=0, noise=0.03, jpeg=None, seed=1).astype(float)
+    assert 0.9 * 0.03 * 255 < (noisy - x).std() < 1.1 * 0.03 * 255                 # a few pixels clip
+    assert not np.array_equal(noisy, A.through_camera(img, blur=0, noise=0.03, jpeg=None, seed=2))
+
+    def detail(a):                                      # energy of the differences between neighbours
+        return np.abs(np.diff(a.astype(float), axis=1)).mean()
+    blurred = A.through_camera(img, blur=1.5, noise=0, jpeg=None)
+    assert detail(blurred) < 0.8 * detail(img) and abs(blurred.mean() - x.mean()) < 1.0
+    jpeg = A.through_camera(img, blur=0, noise=0, jpeg=30).astype(float)
+    assert 0.3 < np.abs(jpeg - x).mean() < 6                                     # lossy, but the same photo
+    grey = A.through_camera(img, blur=0, noise=0, jpeg=None, grey=True)
+    assert np.array_equal(grey[..., 0], grey[..., 1]) and np.array_equal(grey[..., 1], grey[..., 2])
+    for kw, msg in ((dict(jpeg=0), "jpeg"), (dict(jpeg=96), "jpeg"), (dict(jpeg=True), "jpeg"),
+                    (dict(blur=-1), "blur"), (dict(noise=float("nan")), "noise")):
+        with pytest.raises(ValueError, match=msg):
+            A.through_camera(img, **kw)
+
+
+def test_degraded_records_keep_their_truth_and_fit(tiny_data_root, model):
+    """A worse camera changes the photos and their colours, not the landmarks, S0 or the truth."""
+    test = load_split(TINY, "test", root=tiny_data_root)
+    d = A.degraded_split(test, model, rows=[0, 2], progress=False)
+    assert len(d) == 2 and list(d.record) == [0, 2] and d.texture_names == ("own",)
+    for k, i in enumerate(d.record):
+        np.testing.assert_allclose(d.s0[k], test.s0[i], atol=1e-4)
+        assert np.array_equal(d.true[k], test.true[i]) and np.array_equal(d.landmarks[k], test.landmarks[i])
+        assert np.array_equal(d.colors[k].any(1), test.colors[i].any(1))     # the same vertices seen
+        assert np.abs(d.image[k].astype(float) - test.read("image", i)).mean() > 2
+        assert np.abs(d.colors[k] - test.colors[i]).mean() > 0.005
+    assert int(d.person_row[1]) == int(test.person_row[2])
+    with pytest.raises(ValueError, match="rows must be"):
+        A.degraded_split(test, model, rows=[len(test)], progress=False)
+
+
 def test_colour_statistics_read_only_the_seen_vertices():
     c = np.zeros((2, 5, 3))
     c[0, :3] = [0.6, 0.4, 0.3]                       # 3 seen vertices, one colour

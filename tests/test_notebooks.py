@@ -68,8 +68,9 @@ EXPECTED_FIGURES: dict[str, Figures] = {
     #                                     one person's captures and photos
     "04": Figures(plotly=3, images=2),  # lip-patch graph, colour helps, median faces | curves, Fig. 3
     "05": Figures(plotly=2, images=2),  # residual spread, where the photo helps | crops, training curves
-    "06": Figures(plotly=2, images=7),  # stages of one face, per-vertex error by method | Table III vs
-    #                                     S_hat and vs the truth, CED, Fig. 4, Figs. 7-9
+    "06": Figures(plotly=2, images=8),  # stages of one face, per-vertex error by method | Table III vs
+    #                                     S_hat and vs the truth, CED, Fig. 4, Figs. 7-9, the prior by
+    #                                     training people
     "07": Figures(plotly=2, images=3),  # the astronaut stage by stage, the PLY read back | detections and
     #                                     landmarks, a test photo with real textures, the texture
 }

@@ -228,6 +228,26 @@ def test_max_photos_uses_the_first_photos_only(short):
     assert np.allclose(net.net.offset_mean.numpy(), res.mean(0), atol=1e-4)   # the first 8 photos' mean residual
 
 
+def test_fewer_people_keeps_the_steps(data_root):
+    """The first k people's photos, with epochs and patience grown so that the optimiser takes the same
+    steps (the tiny split: 4 people x 8 photos, 4 steps of 8 per epoch on all)."""
+    cfg = tiny(epochs=3, patience=2)
+    half = T.fewer_people(cfg, 2, data_root=data_root)
+    assert (half.max_photos, half.epochs, half.patience, half.name) == (16, 6, 4, "tiny-2p")
+    assert half.max_photos // half.batch_size * half.epochs == 32 // cfg.batch_size * cfg.epochs
+    one = T.fewer_people(cfg, 1, data_root=data_root)
+    assert (one.max_photos, one.epochs, one.patience) == (8, 12, 8)
+    assert T.fewer_people(cfg, 4, data_root=data_root) == cfg                 # everyone: unchanged
+    assert half.key() != cfg.key() and replace(half, name="x").key() == half.key()
+    rows = load_split(TINY, "train", root=data_root).person_row
+    assert set(rows[:half.max_photos]) == {0, 1}                               # their photos, all of them
+    for bad in (0, 5, 1.5, True):
+        with pytest.raises(ValueError, match="people must be"):
+            T.fewer_people(cfg, bad, data_root=data_root)
+    with pytest.raises(ValueError, match="fewer than one batch"):
+        T.fewer_people(tiny(batch_size=16), 1, data_root=data_root)
+
+
 def test_target_true_learns_and_validates_on_the_truth(short, data_root):
     """The residuals the network learns (their mean, its starting point) and the validation error both
     come from the true surface, not from S_hat."""

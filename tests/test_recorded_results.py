@@ -1,0 +1,61 @@
+"""The benchmark results chapter 6 reads (benchmarks/results/prior_scaling.json, shift.json) hold what the
+chapter says they hold, and their summaries follow from the per-face errors stored beside them."""
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from dualface_lite.evaluation import paired_comparison
+
+RESULTS = Path(__file__).resolve().parent.parent / "benchmarks" / "results"
+VARIANTS = ("GC", "MRFGC", "ResNetGC", "Ours")
+
+
+def test_prior_scaling_has_four_sizes_with_three_seeds_and_a_true_summary():
+    record = json.loads((RESULTS / "prior_scaling.json").read_text())
+    runs, summary = record["runs"], record["summary"]
+    assert sorted(summary, key=int) == ["25", "50", "100", "300"]
+    groups = np.asarray(record["test_person_row"])
+    for people, entry in summary.items():
+        rs = sorted((r for r in runs if r["people"] == int(people)), key=lambda r: (r["threads"], r["seed"]))
+        assert len({r["seed"] for r in rs}) >= 3 and entry["seeds"] == [r["seed"] for r in rs]
+        # the same optimiser steps at every size (train.fewer_people)
+        assert {r["photos"] // 32 * r["epochs"] for r in rs} <= set(range(320, 340)), people
+        for ref in ("s_hat", "true"):
+            e = {v: np.array([r["errors"][ref][v] for r in rs]) for v in VARIANTS}
+            assert all(x.shape == (len(rs), len(groups)) for x in e.values())
+            for v in VARIANTS:
+                assert entry[ref][v]["mean"] == pytest.approx(e[v].mean(), abs=6e-5), (people, ref, v)
+            c = paired_comparison(e["ResNetGC"].mean(0), e["Ours"].mean(0), groups=groups)
+            g = entry[ref]["ResNetGC-Ours"]
+            assert (g["mean"], g["low"], g["high"]) == (pytest.approx(c.diff.mean, abs=6e-5),
+                                                        pytest.approx(c.diff.low, abs=6e-5),
+                                                        pytest.approx(c.diff.high, abs=6e-5))
+        # GC needs no training: the same at every size and seed
+        assert np.ptp([r["errors"]["s_hat"]["GC"] for r in rs], axis=0).max() == 0
+        rms = entry["residual_rms"]
+        assert all(0.5 < rms[v][s] < 10 for v in ("ResNetGC", "Ours") for s in ("train", "test"))
+
+
+def test_shift_sets_and_their_gains():
+    record = json.loads((RESULTS / "shift.json").read_text())
+    sets = record["sets"]
+    assert list(sets) == ["in distribution", "camera", "grey camera", "identity", "larger", "turned"]
+    assert len(record["seeds"]) >= 3
+    for name, entry in sets.items():
+        groups = np.asarray(entry["person_row"])
+        assert entry["photos"] == len(groups) == 90
+        for ref in ("s_hat", "true"):
+            e = {v: np.array(entry["errors"][ref][v]) for v in VARIANTS}
+            for v in VARIANTS:
+                assert entry[ref][v]["mean"] == pytest.approx(e[v].mean(), abs=6e-5), (name, ref, v)
+            for a, b in (("GC", "ResNetGC"), ("ResNetGC", "Ours"), ("MRFGC", "Ours")):
+                c = paired_comparison(e[a].mean(0), e[b].mean(0), groups=groups)
+                assert entry[ref][f"{a}-{b}"]["mean"] == pytest.approx(c.diff.mean, abs=6e-5), (name, a, b)
+    # the camera sets keep the records' landmarks and S0: GC's errors are the test set's, face by face
+    for name in ("camera", "grey camera"):
+        assert sets[name]["errors"]["s_hat"]["GC"] == sets["in distribution"]["errors"]["s_hat"]["GC"]
+    # the shifted populations are harder for the landmark fit
+    for name in ("identity", "larger", "turned"):
+        assert sets[name]["s_hat"]["GC"]["mean"] > sets["in distribution"]["s_hat"]["GC"]["mean"]
