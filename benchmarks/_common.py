@@ -52,12 +52,17 @@ def pin_threads(default: str = "1", argv=None) -> str:
     return n
 
 
-def parser(doc: str | None, name: str, threads: str = "1") -> argparse.ArgumentParser:
+def parser(doc: str | None, name: str, threads: str = "1", seeds=None) -> argparse.ArgumentParser:
     """An argument parser with the options every benchmark has: ``--out`` (default
-    ``benchmarks/results/<name>.json``) and ``--threads`` (read early by :func:`pin_threads`)."""
+    ``benchmarks/results/<name>.json``) and ``--threads`` (read early by :func:`pin_threads`); with
+    ``seeds`` (a list), a benchmark that collects runs (:func:`stored_runs`): ``--seeds`` (default
+    ``seeds``) and ``--summary`` (only print the stored runs' summary)."""
     ap = argparse.ArgumentParser(description=(doc or name).strip().split("\n")[0])
     ap.add_argument("--out", type=Path, default=RESULTS / f"{name}.json", help="where the JSON results go")
     ap.add_argument("--threads", default=threads, help=f"BLAS / torch threads (default {threads})")
+    if seeds is not None:
+        ap.add_argument("--seeds", type=int, nargs="*", default=list(seeds))
+        ap.add_argument("--summary", action="store_true", help="only print the summary of the stored runs")
     return ap
 
 
@@ -93,3 +98,14 @@ def write_results(path, result: dict, indent: int = 1) -> Path:
     path.write_text(json.dumps(result, indent=indent) + "\n")
     print(f"wrote {path}")
     return path
+
+
+def stored_runs(path) -> list:
+    """The ``runs`` of a results file that collects runs (``[]`` when there is none yet)."""
+    path = Path(path)
+    return json.loads(path.read_text())["runs"] if path.is_file() else []
+
+
+def with_run(runs: list, run: dict, key) -> list:
+    """``runs`` with ``run`` in place of any run of the same ``key(run)``, sorted by ``key``."""
+    return sorted([r for r in runs if key(r) != key(run)] + [run], key=key)

@@ -25,7 +25,6 @@ import _common
 
 _common.pin_threads("2")
 
-import json  # noqa: E402
 import time  # noqa: E402
 
 import numpy as np  # noqa: E402
@@ -36,7 +35,6 @@ from dualface_lite.evaluation import paired_comparison  # noqa: E402
 from dualface_lite.model import load_model  # noqa: E402
 from dualface_lite.pipeline import DualNetwork  # noqa: E402
 
-OUT = _common.RESULTS / "prior_scaling.json"
 VARIANTS = ("GC", "MRFGC", "ResNetGC", "Ours")
 REFERENCES = ("s_hat", "true")
 
@@ -100,24 +98,19 @@ def summary(runs: list) -> dict:
 
 
 def main() -> None:
-    ap = _common.parser(__doc__, "prior_scaling", threads="2")
-    ap.set_defaults(out=OUT)
+    ap = _common.parser(__doc__, "prior_scaling", threads="2", seeds=[0, 1, 2])
     ap.add_argument("--people", type=int, nargs="*", default=[25, 50, 100, 300])
-    ap.add_argument("--seeds", type=int, nargs="*", default=[0, 1, 2])
-    ap.add_argument("--summary", action="store_true", help="only print the summary of the stored runs")
     args = ap.parse_args()
     threads = int(args.threads)
     torch.set_num_threads(threads)
-    stored = json.loads(args.out.read_text()) if args.out.is_file() else {"runs": []}
-    runs = stored["runs"]
+    runs = _common.stored_runs(args.out)
     if not args.summary:
         data.build_dataset("lite")
         model = load_model()
         for seed in args.seeds:
             for people in args.people:
                 r = run(people, seed, threads, model)
-                runs = [x for x in runs if (x["people"], x["seed"], x["threads"]) != (people, seed, threads)] + [r]
-                runs.sort(key=lambda x: (x["people"], x["threads"], x["seed"]))
+                runs = _common.with_run(runs, r, lambda x: (x["people"], x["threads"], x["seed"]))
                 print(f"{people} people, seed {seed}, {threads} thread(s): {r['seconds']:.0f} s")
                 _common.write_results(args.out, {"runs": runs, "summary": summary(runs), "test_person_row":
                                                  np.asarray(data.load_split("lite", "test").person_row).tolist()})

@@ -39,7 +39,6 @@ from dualface_lite.data import DatasetConfig, SplitPlan  # noqa: E402
 from dualface_lite.evaluation import paired_comparison  # noqa: E402
 from dualface_lite.model import load_model  # noqa: E402
 from dualface_lite.pipeline import DualNetwork  # noqa: E402
-from dualface_lite.synth import Population  # noqa: E402
 
 OUT = _common.RESULTS / "shift.json"
 VARIANTS = ("GC", "MRFGC", "ResNetGC", "Ours")

@@ -24,7 +24,6 @@ import _common
 
 _common.pin_threads("2")
 
-import json  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
 
@@ -82,21 +81,17 @@ def summary(runs: list) -> dict:
 
 
 def main() -> None:
-    ap = _common.parser(__doc__, "trained_spread", threads=str(BOOK_THREADS))
+    ap = _common.parser(__doc__, "trained_spread", threads=str(BOOK_THREADS), seeds=[0, 1, 2, 3, 4])
     ap.set_defaults(out=OUT)
-    ap.add_argument("--seeds", type=int, nargs="*", default=[0, 1, 2, 3, 4])
-    ap.add_argument("--summary", action="store_true", help="only print the summary of the stored runs")
     args = ap.parse_args()
     threads = int(args.threads)
     torch.set_num_threads(threads)
-    stored = json.loads(args.out.read_text()) if args.out.is_file() else {"runs": []}
-    runs = stored["runs"]
+    runs = _common.stored_runs(args.out)
     if not args.summary:
         data.build_dataset("lite")
         for s in args.seeds:
             r = run(s, threads)
-            runs = [x for x in runs if (x["seed"], x["threads"]) != (s, threads)] + [r]
-            runs.sort(key=lambda x: (x["threads"], x["seed"]))
+            runs = _common.with_run(runs, r, lambda x: (x["threads"], x["seed"]))
             print(f"seed {s}, {threads} thread(s): {r['seconds']:.0f} s")
             _common.write_results(args.out, {"runs": runs, "summary": summary(runs)})
     table = summary(runs)
