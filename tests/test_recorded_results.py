@@ -1,4 +1,5 @@
-"""The benchmark results chapter 6 reads (benchmarks/results/prior_scaling.json, shift.json) hold what the
+"""The benchmark results chapter 6 reads (benchmarks/results/prior_scaling.json, shift.json,
+lm2vertex_resnet.json) hold what the
 chapter says they hold, and their summaries follow from the per-face errors stored beside them."""
 import json
 from pathlib import Path
@@ -59,3 +60,21 @@ def test_shift_sets_and_their_gains():
     # the shifted populations are harder for the landmark fit
     for name in ("identity", "larger", "turned"):
         assert sets[name]["s_hat"]["GC"]["mean"] > sets["in distribution"]["s_hat"]["GC"]["mean"]
+
+
+def test_lm2vertex_against_resnet_has_the_rows_the_chapter_reads():
+    rows = json.loads((RESULTS / "lm2vertex_resnet.json").read_text())["rows"]
+    def one(**which):
+        found = [r for r in rows if all(r.get(k) == v for k, v in which.items())]
+        assert len(found) == 1, which
+        return found[0]
+    for n in (300, 3000):
+        one(method="Lm2Vertex", samples=n)
+    for p, s in ((25, 64), (300, 64), (300, 128)):
+        one(method="ResNet", people=p, input_size=s)
+    # more model samples never hurt Lm2Vertex; every learnt row beats the mean face it starts from
+    l2v = sorted((r["samples"], r["s_hat"]) for r in rows if r["method"] == "Lm2Vertex")
+    assert all(a[1] > b[1] for a, b in zip(l2v, l2v[1:]))
+    mean = one(method="mean face")
+    assert all(r["s_hat"] < mean["s_hat"] and r["true"] < mean["true"] for r in rows if r is not mean)
+
