@@ -155,6 +155,22 @@ class RetexturedSplit:
         return getattr(self, name)[i]
 
 
+def _record_rows(data, rows) -> np.ndarray:
+    """The records ``rows`` of a split (default all) as int64, checked."""
+    rows = np.arange(len(data)) if rows is None else np.atleast_1d(np.asarray(rows, dtype=np.int64))
+    if len(rows) == 0 or rows.min() < 0 or rows.max() >= len(data):
+        raise ValueError(f"rows must be records of the split (0..{len(data) - 1})")
+    return rows
+
+
+def _dataset_config(data):
+    """The :class:`~dualface_lite.data.DatasetConfig` a split was built with."""
+    from .data.config import DatasetConfig
+    from .data.store import read_manifest
+
+    return DatasetConfig.from_dict(read_manifest(data.folder)["config"])
+
+
 def retextured_split(data, textures, model, *, rows=None, per_record: str = "all", noise: float = 0.01,
                      seed: int = 0, progress: bool = True) -> RetexturedSplit:
     """Every photo of ``rows`` of a split rendered anew with real textures (:func:`render_textured`, with the
@@ -180,18 +196,15 @@ def retextured_split(data, textures, model, *, rows=None, per_record: str = "all
     """
     from tqdm.auto import tqdm
 
-    from .data.store import read_manifest, subject_for
-    from .data.config import DatasetConfig
+    from .data.store import subject_for
 
     if per_record not in ("all", "cycle"):
         raise ValueError(f"per_record must be 'all' or 'cycle', got {per_record!r}")
     textures = list(textures)
     if not textures or not all(isinstance(t, RealTexture) for t in textures):
         raise ValueError("textures must be a non-empty list of RealTexture (see real_textures)")
-    rows = np.arange(len(data)) if rows is None else np.atleast_1d(np.asarray(rows, dtype=np.int64))
-    if len(rows) == 0 or rows.min() < 0 or rows.max() >= len(data):
-        raise ValueError(f"rows must be records of the split (0..{len(data) - 1})")
-    config = DatasetConfig.from_dict(read_manifest(data.folder)["config"])
+    rows = _record_rows(data, rows)
+    config = _dataset_config(data)
     fit_kwargs = config.fit_kwargs()
     rng = np.random.default_rng(seed)
     names = tuple(data.condition_names)
@@ -263,13 +276,8 @@ def degraded_split(data, model, *, rows=None, blur: float = 1.5, noise: float = 
     are the record's. Returns a :class:`RetexturedSplit` whose one "texture" is the record's own skin."""
     from tqdm.auto import tqdm
 
-    from .data.config import DatasetConfig
-    from .data.store import read_manifest
-
-    rows = np.arange(len(data)) if rows is None else np.atleast_1d(np.asarray(rows, dtype=np.int64))
-    if len(rows) == 0 or rows.min() < 0 or rows.max() >= len(data):
-        raise ValueError(f"rows must be records of the split (0..{len(data) - 1})")
-    fit_kwargs = DatasetConfig.from_dict(read_manifest(data.folder)["config"]).fit_kwargs()
+    rows = _record_rows(data, rows)
+    fit_kwargs = _dataset_config(data).fit_kwargs()
     images, s0, colors = [], [], []
     for k, i in enumerate(tqdm(rows, disable=not progress, desc="through a camera", unit="photo")):
         image = through_camera(data.read("image", int(i)), blur=blur, noise=noise, jpeg=jpeg, grey=grey,
