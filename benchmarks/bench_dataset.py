@@ -24,13 +24,11 @@ import _common
 _common.pin_threads()
 
 import json  # noqa: E402
-import os  # noqa: E402
 import shutil  # noqa: E402
 import tempfile  # noqa: E402
 import time  # noqa: E402
 from pathlib import Path  # noqa: E402
 
-import numpy as np  # noqa: E402
 
 from dualface_lite import load_model  # noqa: E402
 from dualface_lite.data import SPLITS, DatasetConfig, SplitPlan, build_dataset, load_split  # noqa: E402

@@ -142,7 +142,7 @@ def main(argv=None):
         print(row(name, tables[name], names))
 
     # 2. the factor of the sigma_L estimate --------------------------------------------------
-    print(f"\n2. sigma_l estimated: SIGMA_L_PER_RESIDUAL (perspective; face_size 1)")
+    print("\n2. sigma_l estimated: SIGMA_L_PER_RESIDUAL (perspective; face_size 1)")
     print(header)
     default_per = fitting.SIGMA_L_PER_RESIDUAL
     per_rows = {}

@@ -243,7 +243,7 @@ def icp_align(vertices, scan_points, mesh_landmarks, scan_landmarks, *, iteratio
     it = 0
     for it in range(1, iterations + 1):
         X = V @ R.T + t
-        d, j = tree.query(X)
+        d, j = tree.query(X, distance_upper_bound=trim)   # farther pairs are left out anyway
         keep = d < trim
         if keep.sum() < 3:
             break

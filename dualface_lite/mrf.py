@@ -958,7 +958,8 @@ class MRFPrior:
         state = {k: v.detach().cpu().contiguous() for k, v in self._state.items()}
         d = {"format": _FORMAT, "config": self.get_config(), "state": state,
              "best_epoch": torch.as_tensor(self.best_epoch_),
-             "history": {k: list(map(float, v)) for k, v in (self.history_ or {}).items()}}
+             "history": {k: list(map(float, v)) for k, v in (self.history_ or {}).items()},
+             "fit_seconds": float(self.fit_seconds_ or 0.0)}
         if self.validation_mask_ is not None:
             d["validation_mask"] = torch.as_tensor(self.validation_mask_)
         torch.save(d, path)
@@ -979,6 +980,7 @@ class MRFPrior:
         prior.neighbours_ = nb.numpy() if prior.neighbours == "fixed" else None
         prior.best_epoch_ = d["best_epoch"].numpy()
         prior.history_ = d.get("history")
+        prior.fit_seconds_ = d.get("fit_seconds")
         if "validation_mask" in d:
             prior.validation_mask_ = d["validation_mask"].numpy()
         return prior

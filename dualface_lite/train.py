@@ -60,7 +60,8 @@ from .metrics import residual_targets
 from .resnet import BACKBONES, AppearanceNet
 
 __all__ = ["VARIANTS", "TARGETS", "LOSSES", "TrainConfig", "TrainedNetwork", "train", "load_network", "network_dir",
-           "base_shapes", "residual_targets", "shuffled_photos", "code_fingerprint", "fewer_people"]
+           "base_shapes", "residual_targets", "shuffled_photos", "code_fingerprint", "fewer_people", "ours_prior",
+           "prior_dir"]
 
 #: the variants of eq. (3), by what ``S_bar`` is
 VARIANTS = {"ResNet": "the mean face", "ResNetGC": "S0 (landmark fit)", "Ours": "the MRF prior's output"}
@@ -240,6 +241,57 @@ def network_dir(config, root=None) -> Path:
     ``paths.cache_dir("networks")``). Not created here."""
     config = _as_config(config)
     return paths.result_dir("networks", f"{config.name}-{config.variant}-{config.key()}", root)
+
+
+def prior_dir(config, root=None) -> Path:
+    """The folder of the MRF prior of ``Ours`` for ``config``: ``root / f"{name}-prior-{key}"``, the key
+    hashing what decides the prior (the dataset's key, ``max_photos``, ``target``, ``mrf_k``,
+    ``mrf_hidden``, ``seed`` and the code's fingerprint), so every variant of a config names the same
+    prior. Not created here."""
+    config = _as_config(config)
+    blob = json.dumps({"format": TRAIN_FORMAT_VERSION, "dataset": config.dataset.key(), "code": code_fingerprint(),
+                       **{k: getattr(config, k) for k in ("max_photos", "target", "mrf_k", "mrf_hidden", "seed")}},
+                      sort_keys=True)
+    key = hashlib.sha256(blob.encode()).hexdigest()[:12]
+    return paths.result_dir("networks", f"{config.name}-prior-{key}", root)
+
+
+def ours_prior(config="lite", root=None, *, data_root=None, progress: bool = True):
+    """The MRF prior of ``Ours`` (chapter 4) for ``config``, fitted once and then read from the cache.
+
+    ``MRFPrior(k=mrf_k, hidden=mrf_hidden, seed=seed).fit(S0, colours, target)`` on the first photo of
+    each training capture (of the first ``max_photos`` photos when that is set), written to
+    :func:`prior_dir` ``/ "prior.pt"``. :func:`train` of ``Ours`` starts from this prior, so chapter 4's
+    prior and chapter 6's dual network share one training. ``root`` and ``data_root`` as in
+    :func:`train`; the dataset must be built.
+    """
+    from .mrf import MRFPrior
+
+    config = _as_config(config)
+    folder = prior_dir(config, root)
+    path = folder / "prior.pt"
+    if path.is_file():
+        return MRFPrior.load(path)
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    with paths.FileLock(folder.parent / f".{folder.name}.lock", "another fit of this prior" if progress else None):
+        if path.is_file():   # fitted by the process we waited for
+            return MRFPrior.load(path)
+        first = _training_photos(config, data_root).first_photos()
+        prior = MRFPrior(k=config.mrf_k, hidden=config.mrf_hidden, seed=config.seed, progress=progress)
+        prior.fit(first.s0, first.colors, getattr(first, config.target))
+        tmp = folder.parent / f".{folder.name}.new"
+        shutil.rmtree(tmp, ignore_errors=True)
+        prior.save(tmp / "prior.pt")
+        shutil.rmtree(folder, ignore_errors=True)
+        os.replace(tmp, folder)
+    return prior
+
+
+def _training_photos(config: TrainConfig, data_root):
+    train_data = load_split(config.dataset, "train", root=data_root)
+    if config.max_photos:
+        train_data = train_data.subset(np.arange(min(config.max_photos, len(train_data))))
+    return train_data
 
 
 # ---------------------------------------------------------------------------
@@ -477,22 +529,14 @@ def _validation_error(net: AppearanceNet, crops, base, target, batch: int) -> fl
     return float(metrics.mean_vertex_errors(base + net.infer(crops, batch).numpy(), target).mean())
 
 
-def _prepare(config: TrainConfig, data_root, model, progress: bool):
+def _prepare(config: TrainConfig, root, data_root, model, progress: bool):
     """Training and validation records, the training residuals, the validation ``S_bar``, the MRF
-    prior (``Ours``) and the mean face."""
-    from .mrf import MRFPrior
-
-    train_data = load_split(config.dataset, "train", root=data_root)
-    if config.max_photos:
-        train_data = train_data.subset(np.arange(min(config.max_photos, len(train_data))))
+    prior (``Ours``, :func:`ours_prior`) and the mean face."""
+    train_data = _training_photos(config, data_root)
     val_data = load_split(config.dataset, "val", root=data_root)
     if len(val_data) == 0:
         raise ValueError("training needs a validation split (the dataset's val plan has no people)")
-    prior = None
-    if config.variant == "Ours":
-        first = train_data.first_photos()
-        prior = MRFPrior(k=config.mrf_k, hidden=config.mrf_hidden, seed=config.seed, progress=progress)
-        prior.fit(first.s0, first.colors, getattr(first, config.target))
+    prior = ours_prior(config, root, data_root=data_root, progress=progress) if config.variant == "Ours" else None
     mean_face = model.mean.astype(np.float32)
 
     def base_and_residuals(d):
@@ -565,8 +609,8 @@ def _train_locked(config: TrainConfig, folder: Path, data_root, progress: bool, 
     if procs.rank == 0:
         work.mkdir(parents=True, exist_ok=True)
     t_start = time.perf_counter()
-    train_data, val_data, train_res, val_base, prior, mean_face = _prepare(config, data_root, model,
-                                                                           progress and procs.rank == 0)
+    train_data, val_data, train_res, val_base, prior, mean_face = _prepare(
+        config, folder.parent, data_root, model, progress and procs.rank == 0)
     # the network starts at S_bar + the mean training residual (normalised outputs, see the module)
     net = AppearanceNet(config.backbone, config.input_size, n_vertices=train_res.shape[1],
                         pretrained=config.pretrained, seed=config.seed)

@@ -256,7 +256,7 @@ class Session:
         idle with cells left unrun."""
         t0 = time.monotonic()
         deadline = hang_guard.Deadline(RUN_TIMEOUT_S, "the chapter running all its cells")
-        clicks, lost = 0, None
+        clicks, lost, last = 0, None, 0.0
         while True:
             p = self.prompts()
             if p and all(t.strip().startswith("[") and t.strip()[1:-2].isdigit() for t in p):

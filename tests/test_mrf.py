@@ -9,7 +9,7 @@ import pytest
 import torch
 
 import trained_figures as TF
-from dualface_lite import data, metrics
+from dualface_lite import data
 from dualface_lite.mrf import (MRFGC, MRFPrior, VertexNetworks, adamw, delta_weights, feature_scaling, features,
                                impute_colors, knn_fixed, knn_per_subject, mrfgc, offset_scaling, train_networks,
                                train_step, visible_color_mean)

@@ -14,6 +14,8 @@ Per chapter:
   chapter forgot ``viz.use_plotly_renderer()``; so does a figure that inlines plotly.js or loads
   it from a CDN;
 * an image of one flat colour fails (a blank figure), and so does any error output;
+* a glued number is a Python number, not a numpy scalar (myst-nb cannot format the latter's
+  ``np.float64(...)`` repr: a build warning, and the raw repr in the prose);
 * every widget view has its saved state (the static book draws widgets from it), and no saved
   progress bar stopped half-way (the book would show it frozen);
 * the built page ``_build/html/notebooks/<chapter>.html`` shows as many plotly figures and output
@@ -152,6 +154,15 @@ def inspect_outputs(nb) -> OutputReport:
             if kind not in ("display_data", "execute_result"):
                 continue
             data = out.get("data", {})
+            glued = (out.get("metadata") or {}).get("scrapbook")
+            if glued:
+                plain = _text(data.get(glued.get("mime_prefix", "") + "text/plain", ""))
+                if re.match(r"np\.\w+\(", plain):
+                    rep.problems.append(
+                        f"{where}: glue {glued.get('name')!r} holds a numpy scalar ({plain[:40]}); "
+                        "myst-nb cannot format it for the prose (a build warning, the raw repr in "
+                        "the text): glue float(...) or int(...)")
+                continue
             html = _text(data.get("text/html", ""))
             if "Plotly.newPlot" in html:
                 rep.plotly.append(where)
@@ -436,6 +447,19 @@ def test_check_fails_errors_and_unsaved_widgets():
     nb.cells[0].outputs.append(nbformat.v4.new_output("error", ename="ValueError", evalue="boom", traceback=[]))
     problems = inspect_outputs(nb).problems
     assert any("no saved state" in p for p in problems) and any("ValueError: boom" in p for p in problems)
+
+
+def test_check_fails_a_glued_numpy_scalar():
+    def glued(value):
+        nb = _crafted([])
+        nb.cells[0].outputs = [nbformat.v4.new_output(
+            "display_data", data={"application/papermill.record/text/plain": repr(value)},
+            metadata={"scrapbook": {"name": "c9_x", "mime_prefix": "application/papermill.record/"}})]
+        return inspect_outputs(nb).problems
+
+    assert glued(0.25) == [] and glued(3) == [] and glued("0.25 mm") == []
+    (problem,) = glued(np.float64(0.25))
+    assert "'c9_x'" in problem and "numpy scalar" in problem
 
 
 def test_check_fails_an_unfinished_progress_bar():

@@ -4,7 +4,6 @@ import gzip
 import numpy as np
 import trimesh
 import pytest
-from scipy.spatial import cKDTree
 
 from dualface_lite import scans, synth
 from dualface_lite.camera import orthographic_camera, perspective_camera

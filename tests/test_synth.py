@@ -2,7 +2,6 @@ import numpy as np
 import pytest
 import trimesh
 
-import dualface_lite as df
 from dualface_lite import synth
 from dualface_lite.model import IBUG_JAW
 

@@ -312,6 +312,32 @@ def test_ours_trains_its_prior_and_saves_it(data_root, tmp_path, model):
     assert np.array_equal(loaded.predict(test), net.predict(test))
 
 
+def test_ours_prior_is_fitted_once_and_shared(data_root, tmp_path, model):
+    """``ours_prior`` fits the prior of Ours (the first photo of each training capture towards the
+    target) once; every variant of a config names it, ``train(Ours)`` starts from it, and a change
+    of what decides it (mrf_k, the photos) names another."""
+    from dualface_lite.mrf import MRFPrior
+
+    cfg = tiny(variant="Ours", epochs=1, mrf_hidden=8)
+    assert T.prior_dir(cfg, tmp_path) == T.prior_dir(replace(cfg, variant="ResNetGC", lr=0.1), tmp_path)
+    assert T.prior_dir(cfg, tmp_path) != T.prior_dir(replace(cfg, mrf_k=5), tmp_path)
+    assert T.prior_dir(cfg, tmp_path) != T.prior_dir(replace(cfg, max_photos=12), tmp_path)
+    prior = T.ours_prior(cfg, tmp_path, data_root=data_root, progress=False)
+    first = load_split(TINY, "train", root=data_root).first_photos()
+    by_hand = MRFPrior(k=cfg.mrf_k, hidden=8, seed=cfg.seed, progress=False).fit(first.s0, first.colors, first.s_hat)
+    test = load_split(TINY, "test", root=data_root)
+    expected = by_hand.predict(test.s0, test.colors)
+    np.testing.assert_array_equal(prior.predict(test.s0, test.colors), expected)
+    saved = T.prior_dir(cfg, tmp_path) / "prior.pt"
+    stamp = saved.stat().st_mtime_ns
+    again = T.ours_prior(cfg, tmp_path, data_root=data_root, progress=False)    # read, not fitted again
+    assert saved.stat().st_mtime_ns == stamp and again.fit_seconds_ == pytest.approx(prior.fit_seconds_)
+    np.testing.assert_array_equal(again.predict(test.s0, test.colors), expected)
+    net = T.train(cfg, root=tmp_path, data_root=data_root, progress=False, model=model)
+    np.testing.assert_array_equal(net.base(test.s0, test.colors), expected)
+    assert saved.stat().st_mtime_ns == stamp
+
+
 def _cli(*args, cwd=ROOT, **kw):
     env = dict(os.environ, OMP_NUM_THREADS="1")
     return subprocess.Popen([sys.executable, str(CLI), *map(str, args)], cwd=cwd, env=env, stdout=subprocess.PIPE,
@@ -322,7 +348,7 @@ def _cli(*args, cwd=ROOT, **kw):
 def test_killed_training_resumes_to_the_same_weights(data_root, tmp_path, model):
     """A CLI training SIGKILLed after a finished epoch resumes from its checkpoint and ends with the
     weights of an uninterrupted training, bit for bit."""
-    cfg = tiny(epochs=12, patience=12)
+    cfg = tiny(epochs=5, patience=5)
     settings = tmp_path / "tiny.json"
     settings.write_text(json.dumps(cfg.to_dict()))
     killed, whole = tmp_path / "killed", tmp_path / "whole"
