@@ -197,9 +197,7 @@ class TrainConfig:
             d.pop("photometric")
         if self.variant != "Ours":
             d.pop("mrf_k"), d.pop("mrf_hidden")
-        blob = json.dumps({"format": TRAIN_FORMAT_VERSION, "config": d, "dataset": self.dataset.key(),
-                           "code": code_fingerprint()}, sort_keys=True)
-        return hashlib.sha256(blob.encode()).hexdigest()[:12]
+        return _digest(config=d, dataset=self.dataset.key())
 
 
 def fewer_people(config, people: int, *, data_root=None) -> TrainConfig:
@@ -249,11 +247,24 @@ def prior_dir(config, root=None) -> Path:
     ``mrf_hidden``, ``seed`` and the code's fingerprint), so every variant of a config names the same
     prior. Not created here."""
     config = _as_config(config)
-    blob = json.dumps({"format": TRAIN_FORMAT_VERSION, "dataset": config.dataset.key(), "code": code_fingerprint(),
-                       **{k: getattr(config, k) for k in ("max_photos", "target", "mrf_k", "mrf_hidden", "seed")}},
-                      sort_keys=True)
-    key = hashlib.sha256(blob.encode()).hexdigest()[:12]
+    key = _digest(dataset=config.dataset.key(),
+                  **{k: getattr(config, k) for k in ("max_photos", "target", "mrf_k", "mrf_hidden", "seed")})
     return paths.result_dir("networks", f"{config.name}-prior-{key}", root)
+
+
+def _digest(**parts) -> str:
+    """12 hex digits of ``parts`` with :data:`TRAIN_FORMAT_VERSION` and the code's fingerprint: a cache key."""
+    blob = json.dumps({"format": TRAIN_FORMAT_VERSION, "code": code_fingerprint(), **parts}, sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:12]
+
+
+def _publish(folder: Path, save) -> None:
+    """Write a cached result as a whole: ``save(tmp)`` fills a sibling folder, which then replaces ``folder``."""
+    tmp = folder.parent / f".{folder.name}.new"
+    shutil.rmtree(tmp, ignore_errors=True)
+    save(tmp)
+    shutil.rmtree(folder, ignore_errors=True)
+    os.replace(tmp, folder)
 
 
 def ours_prior(config="lite", root=None, *, data_root=None, progress: bool = True):
@@ -279,11 +290,7 @@ def ours_prior(config="lite", root=None, *, data_root=None, progress: bool = Tru
         first = _training_photos(config, data_root).first_photos()
         prior = MRFPrior(k=config.mrf_k, hidden=config.mrf_hidden, seed=config.seed, progress=progress)
         prior.fit(first.s0, first.colors, getattr(first, config.target))
-        tmp = folder.parent / f".{folder.name}.new"
-        shutil.rmtree(tmp, ignore_errors=True)
-        prior.save(tmp / "prior.pt")
-        shutil.rmtree(folder, ignore_errors=True)
-        os.replace(tmp, folder)
+        _publish(folder, lambda tmp: prior.save(tmp / "prior.pt"))
     return prior
 
 
@@ -716,12 +723,7 @@ def _train_locked(config: TrainConfig, folder: Path, data_root, progress: bool, 
                 "val_photos": len(val_data), "seconds": time.perf_counter() - t_start}
     result = TrainedNetwork(config, net, mean_face, prior, history, manifest, None)
     if procs.rank == 0:
-        tmp = folder.parent / f".{folder.name}.new"
-        shutil.rmtree(tmp, ignore_errors=True)
-        result.save(tmp)
-        if folder.exists():
-            shutil.rmtree(folder)
-        os.replace(tmp, folder)
+        _publish(folder, result.save)
         result.folder = folder
         shutil.rmtree(work, ignore_errors=True)
     else:

@@ -322,6 +322,8 @@ def test_ours_prior_is_fitted_once_and_shared(data_root, tmp_path, model):
     assert T.prior_dir(cfg, tmp_path) == T.prior_dir(replace(cfg, variant="ResNetGC", lr=0.1), tmp_path)
     assert T.prior_dir(cfg, tmp_path) != T.prior_dir(replace(cfg, mrf_k=5), tmp_path)
     assert T.prior_dir(cfg, tmp_path) != T.prior_dir(replace(cfg, max_photos=12), tmp_path)
+    with pytest.raises(ValueError, match="config must be"):
+        T.ours_prior(42, tmp_path, data_root=data_root)
     prior = T.ours_prior(cfg, tmp_path, data_root=data_root, progress=False)
     first = load_split(TINY, "train", root=data_root).first_photos()
     by_hand = MRFPrior(k=cfg.mrf_k, hidden=8, seed=cfg.seed, progress=False).fit(first.s0, first.colors, first.s_hat)
