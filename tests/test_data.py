@@ -324,6 +324,21 @@ def test_corrupt_builds_are_never_served(built, model, tmp_path):
         load_split(copy)
 
 
+def test_source_fingerprint_follows_the_code_not_its_comments(tmp_path):
+    """The code fingerprint that keys every cache: a docstring or a comment leaves it alone, a change of
+    the code moves it, at once (the digest is remembered for the same bytes only)."""
+    from dualface_lite.paths import source_fingerprint
+
+    f = tmp_path / "stage.py"
+    f.write_text('def scale(x):\n    """Twice x."""\n    return 2 * x\n')
+    first = source_fingerprint(["stage.py"], folder=tmp_path)
+    assert len(first) == 16 and source_fingerprint(["stage.py"], folder=tmp_path) == first
+    f.write_text('def scale(x):   # doubles\n    """Two times x, documented at length."""\n    return 2 * x\n')
+    assert source_fingerprint(["stage.py"], folder=tmp_path) == first
+    f.write_text('def scale(x):\n    """Twice x."""\n    return 3 * x\n')            # same size: 2 -> 3
+    assert source_fingerprint(["stage.py"], folder=tmp_path) != first
+
+
 def test_a_build_of_older_code_warns_and_force_rebuilds(kept, model, tmp_path):
     """A finished build whose manifest names other code (its code fingerprint) is served with a
     DualfaceWarning, as it is; force=True builds it again with this code, to the same bytes."""
