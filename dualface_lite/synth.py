@@ -29,7 +29,7 @@ into a ``trimesh.Trimesh``.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -38,7 +38,8 @@ from .camera import Camera, perspective_camera, orthographic_camera
 from .model import IBUG_JAW, MorphableModel
 
 __all__ = ["MODE_NAMES", "N_MODES", "Population", "Person", "Subject", "make_person", "make_subject", "make_scan", "range_image",
-           "jaw_outline", "CONDITIONS", "population_modes", "smooth_field", "skin_albedo", "draw_camera",
+           "jaw_outline", "CONDITIONS", "population_modes", "smooth_field", "skin_albedo", "appearance_features",
+           "draw_camera",
            "draw_expression"]
 
 CONDITIONS = ("neutral", "expression", "illumination")
@@ -75,6 +76,16 @@ class Population:
     seed : fixes the population's own structure (shift direction).
     size : every face scaled by this factor about the model's origin (1 = the model's
         own size; people differ by about +-7 % in head size).
+    sclera : how white the eyes are around the irises (0: skin-coloured eyes, 1: white sclera).
+    hair : the share of people with hair across the top of the forehead (a hairline drawn
+        22-40 mm above the brows, one of four hair colours).
+    stubble : the share of people with stubble or a beard on the upper lip, chin and jaw (darker,
+        speckled, in their hair colour; strength drawn per person).
+    skin_texture : the standard deviation of a per-vertex speckle of the albedo (pores and
+        freckles at the model's resolution of about 3 mm), relative.
+
+    The last four draw from a random stream of their own, so that setting them changes only the
+    albedo; all 0 (the default) gives every person as before. :meth:`photo_like` turns them on.
     """
 
     alpha_shift: float = 1.5
@@ -88,6 +99,13 @@ class Population:
     crease_gain: float = 0.15
     seed: int = 2024
     size: float = 1.0
+    sclera: float = 0.0
+    hair: float = 0.0
+    stubble: float = 0.0
+    skin_texture: float = 0.0
+
+    #: the appearance settings: 0 leaves the albedo as :func:`skin_albedo` makes it
+    APPEARANCE = ("sclera", "hair", "stubble", "skin_texture")
 
     def __post_init__(self):
         for name in ("mode_mean", "mode_std"):
@@ -98,6 +116,16 @@ class Population:
             raise ValueError(f"size must be a positive number, got {self.size!r}")
         if not 0 <= self.tone_mode < N_MODES:
             raise ValueError(f"tone_mode must be in [0, {N_MODES - 1}], got {self.tone_mode}")
+        for name in self.APPEARANCE:
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 <= v <= 1:
+                raise ValueError(f"{name} must be a number in [0, 1], got {v!r}")
+
+    @classmethod
+    def photo_like(cls, **overrides) -> "Population":
+        """The default population with the appearance of photographed faces: white eyes, hair on
+        seven people in ten, stubble or a beard on one in three, a speckled skin."""
+        return cls(**{"sclera": 1.0, "hair": 0.7, "stubble": 0.35, "skin_texture": 0.05, **overrides})
 
     @classmethod
     def prior(cls) -> "Population":
@@ -255,6 +283,51 @@ def skin_albedo(model: MorphableModel, tone: float, rng: np.random.Generator,
     a = a * (1 + 0.03 * blotch[:, None])
     if crease is not None and crease_gain > 0:
         a = a * (1 + crease_gain * np.clip(crease, -3, 3)[:, None] / 3.0)
+    return np.clip(a, 0, 1).astype(np.float32)
+
+
+#: hair colours (linear RGB in [0, 1]): black-brown, brown, blond, grey
+_HAIR_COLOURS = np.array([[0.07, 0.05, 0.04], [0.22, 0.13, 0.07], [0.58, 0.45, 0.28], [0.55, 0.54, 0.52]])
+
+
+def appearance_features(model: MorphableModel, albedo: np.ndarray, population: Population,
+                        rng: np.random.Generator) -> np.ndarray:
+    """The albedo (N, 3) with what a photographed face has and :func:`skin_albedo` lacks, each as
+    strong as ``population`` says (:attr:`Population.APPEARANCE`): white sclera around the irises,
+    a hairline, stubble or a beard, a speckled skin. Laid out on the model's mean face, as
+    :func:`skin_albedo`; ``rng`` is the person's appearance stream (every draw is made, whatever
+    the settings, so each setting keeps its draws when another changes)."""
+    mean = model.mean.astype(np.float64)
+    lm = mean[model.ibug68]
+    a = np.asarray(albedo, dtype=np.float64).copy()
+    hair_colour = _HAIR_COLOURS[rng.integers(len(_HAIR_COLOURS))] * (0.85 + 0.3 * rng.random())
+    has_hair, hairline = rng.random() < population.hair, rng.uniform(22.0, 40.0)
+    has_stubble, stubble_strength = rng.random() < population.stubble, rng.uniform(0.3, 0.75)
+    speckle = rng.standard_normal(model.n_vertices)
+
+    def blend(weight, colour):
+        return a * (1 - weight[:, None]) + weight[:, None] * colour
+
+    # sclera: inside each eye's opening (an ellipse through its six landmarks), outside the iris
+    for eye in (lm[36:42], lm[42:48]):
+        c = eye.mean(0)
+        half_w = np.linalg.norm(eye[3] - eye[0]) / 2
+        half_h = max(np.abs(eye[:, 1] - c[1]).max(), 1.5)
+        r2 = ((mean[:, 0] - c[0]) / half_w) ** 2 + ((mean[:, 1] - c[1]) / half_h) ** 2
+        inside = np.clip(1.2 - r2, 0, 1) * (np.abs(mean[:, 2] - c[2]) < 8.0)
+        iris = np.exp(-((mean - c) ** 2).sum(1) / (2 * 2.5**2))
+        a = blend(population.sclera * inside * (1 - iris) * 0.85, np.array([0.86, 0.82, 0.78]))
+    # hair: above a hairline over the brows, soft over 3 mm
+    if has_hair:
+        brow_y = lm[17:27, 1].mean()
+        a = blend(1 / (1 + np.exp(-(mean[:, 1] - brow_y - hairline) / 3.0)) * 0.95, hair_colour)
+    # stubble: below the nose, off the lips, speckled
+    if has_stubble:
+        below = 1 / (1 + np.exp(-(lm[33, 1] - 4.0 - mean[:, 1]) / 3.0))
+        lips = np.exp(-(((mean[:, None, :] - lm[None, 48:60]) ** 2).sum(-1).min(1)) / (2 * 2.5**2))
+        w = stubble_strength * below * (1 - lips) * np.clip(0.7 + 0.3 * speckle, 0, 1)
+        a = blend(w, hair_colour)
+    a = a * (1 + population.skin_texture * np.clip(speckle, -3, 3)[:, None])
     return np.clip(a, 0, 1).astype(np.float32)
 
 
@@ -469,6 +542,9 @@ def make_person(seed: int = 0, condition: str = "neutral", model: MorphableModel
     normals0 = _render.vertex_normals(model.mean, model.triangles)
     crease = (extra * normals0).sum(1)
     albedo = skin_albedo(model, tone, rng, crease=crease, crease_gain=pop.crease_gain)
+    if any(getattr(pop, name) for name in Population.APPEARANCE):   # a stream of its own
+        albedo = appearance_features(model, albedo, pop,
+                                     np.random.default_rng([seed, CONDITIONS.index(condition), 11]))
     return Person(seed=seed, condition=condition, alpha=alpha, modes=modes,
                   tone=tone, detail=detail, extra=extra, albedo=albedo, first_expression=expr,
                   stream_state=rng.bit_generator.state, population=pop)

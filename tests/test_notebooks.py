@@ -62,8 +62,8 @@ class Figures:
 #: figure (or call .show() on one) and its plt.show() calls.
 EXPECTED_FIGURES: dict[str, Figures] = {
     "00": Figures(plotly=1, images=1),  # nose pushed back, camera and side views | three photos
-    "01": Figures(plotly=5, images=3),  # mean face, mode explorer, blendshapes, PCA residual, scan
-    #                                     | sigma bars, render buffers, photo gallery
+    "01": Figures(plotly=5, images=4),  # mean face, mode explorer, blendshapes, PCA residual, scan
+    #                                     | sigma bars, render buffers, photo gallery, photo-like looks
     "02": Figures(plotly=4, images=3),  # S0 error by lambda (slider), typical and failure heat maps,
     #                                     S0 colours | landmarks, lambda curve, jaw
     "03": Figures(plotly=3, images=2),  # NICP steps, S_hat error, test-split error | range image,

@@ -247,3 +247,55 @@ def test_capture_and_photo_streams(model):
         synth.make_subject(8, "neutral", model=model, person=person)
     with pytest.raises(ValueError, match="capture"):
         synth.make_subject(7, "neutral", model=model, capture=-1)
+
+
+def test_appearance_settings_change_only_the_albedo(model):
+    """Population.photo_like: the same person, camera, landmarks and surface; only the colours differ.
+    The default population draws no appearance at all (its people are those of every built dataset)."""
+    a = synth.make_subject(3, "neutral", model=model, with_scan=False)
+    b = synth.make_subject(3, "neutral", model=model, population=synth.Population.photo_like(), with_scan=False)
+    np.testing.assert_array_equal(b.vertices, a.vertices)
+    np.testing.assert_array_equal(b.landmarks, a.landmarks)
+    np.testing.assert_array_equal(b.camera.R, a.camera.R)
+    assert np.abs(b.albedo - a.albedo).max() > 0.3 and np.abs(b.image.astype(int) - a.image).max() > 50
+    zero = synth.Population(**{name: 0.0 for name in synth.Population.APPEARANCE})
+    np.testing.assert_array_equal(synth.make_person(3, "neutral", model=model, population=zero).albedo, a.albedo)
+
+
+def test_each_appearance_setting_paints_its_own_region(model):
+    """Hair only above the brows, stubble only below the nose, sclera only at the eyes, and the speckle as
+    strong as asked (each person's draws: hair and stubble at 1 are on everyone)."""
+    mean, lm = model.mean, model.mean[model.ibug68]
+    brow, nose, eyes = lm[17:27, 1].mean(), lm[33, 1], lm[36:48].mean(0)
+    eye_region = np.abs(mean[:, 1] - eyes[1]) < 6
+    gains = []
+    for seed in range(4):
+        a = synth.make_person(seed, "expression", model=model)
+
+        def change(**setting):
+            p = synth.make_person(seed, "expression", model=model, population=synth.Population(**setting))
+            return p.albedo - a.albedo
+
+        hair, stubble, sclera = change(hair=1.0), change(stubble=1.0), change(sclera=1.0)
+        assert np.abs(hair[mean[:, 1] < brow]).max() < 1e-3 < np.abs(hair[mean[:, 1] > brow + 45]).mean()
+        assert np.abs(stubble[mean[:, 1] > nose + 15]).max() < 1e-3 < np.abs(stubble[mean[:, 1] < nose - 15]).mean()
+        assert np.abs(sclera[np.abs(mean[:, 1] - eyes[1]) > 15]).max() == 0
+        gains.append(sclera.mean(1)[eye_region].max())                 # whiter eyes
+        speckle = synth.make_person(seed, "expression", model=model, population=synth.Population(skin_texture=0.05))
+        assert np.std(speckle.albedo / a.albedo - 1) == pytest.approx(0.05, rel=0.1)   # measured 0.048-0.051
+    assert min(gains) > 0.12          # measured 0.14-0.39 on these people (the darker the skin, the more)
+
+
+def test_appearance_shares_and_checks(model):
+    """hair and stubble are the shares of people who have them (24 people at 0.5: binomial, within 3 sd),
+    and every appearance setting is a number in [0, 1]."""
+    base = [synth.make_person(s, "neutral", model=model).albedo for s in range(24)]
+    for name in ("hair", "stubble"):
+        pop = synth.Population(**{name: 0.5})
+        has = [np.abs(synth.make_person(s, "neutral", model=model, population=pop).albedo - base[s]).max() > 0
+               for s in range(24)]
+        assert abs(sum(has) - 12) <= 3 * np.sqrt(24 * 0.25)
+    for name in synth.Population.APPEARANCE:
+        for bad in (-0.1, 1.5, True, "1"):
+            with pytest.raises(ValueError, match=f"{name} must be a number in"):
+                synth.Population(**{name: bad})

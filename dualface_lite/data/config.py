@@ -242,9 +242,14 @@ class DatasetConfig:
         return cls(**d)
 
     def key(self) -> str:
-        """12 hex digits: a hash of every setting but ``name``, and of :data:`DATA_FORMAT_VERSION`."""
+        """12 hex digits: a hash of every setting but ``name``, and of :data:`DATA_FORMAT_VERSION`.
+        The population's appearance settings (:attr:`Population.APPEARANCE`) count only when set, so
+        the datasets made before they existed keep their keys."""
         d = self.to_dict()
         d.pop("name")
+        for name in Population.APPEARANCE:
+            if not d["population"][name]:
+                d["population"].pop(name)
         blob = json.dumps({"format": DATA_FORMAT_VERSION, "config": d}, sort_keys=True)
         return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
