@@ -137,8 +137,8 @@ def _code_only(source: str) -> str:
 
 
 def source_fingerprint(names, folder=None) -> str:
-    """16 hex digits of the code of the source files ``names`` (paths relative to ``folder``, default
-    the package, e.g. ``"resnet.py"``), not of their docstrings or comments: editing the documentation
+    """16 hex digits of the code of the source files ``names`` (e.g. ``"resnet.py"``: paths relative to
+    ``folder``, default the package), not of their docstrings or comments: editing the documentation
     does not make a cached result stale, editing the code does. Parsing the files takes about 0.1 s,
     so the digest is remembered for the same text."""
     here = Path(__file__).resolve().parent if folder is None else Path(folder).resolve()

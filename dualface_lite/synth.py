@@ -79,13 +79,13 @@ class Population:
     sclera : how white the eyes are around the irises (0: skin-coloured eyes, 1: white sclera).
     hair : the share of people with hair across the top of the forehead (a hairline drawn
         22-40 mm above the brows, one of four hair colours).
-    stubble : the share of people with stubble or a beard on the upper lip, chin and jaw (darker,
-        speckled, in their hair colour; strength drawn per person).
+    stubble : the share of people with stubble or a beard on the upper lip, chin and jaw (speckled,
+        in their hair colour; strength drawn per person).
     skin_texture : the standard deviation of a per-vertex speckle of the albedo (pores and
         freckles at the model's resolution of about 3 mm), relative.
 
-    The last four draw from a random stream of their own, so that setting them changes only the
-    albedo; all 0 (the default) gives every person as before. :meth:`photo_like` turns them on.
+    The last four (:attr:`APPEARANCE`) change only the albedo, with draws from a random stream of
+    their own; at 0 (the default) the albedo is :func:`skin_albedo`'s. :meth:`photo_like` sets them.
     """
 
     alpha_shift: float = 1.5
@@ -252,6 +252,17 @@ _DARK_SKIN = np.array([0.33, 0.21, 0.15])
 _LIGHT_SKIN = np.array([0.95, 0.79, 0.68])
 
 
+def _near(points: np.ndarray, centres: np.ndarray, scale: float) -> np.ndarray:
+    """(N,) a Gaussian of each point's distance to the nearest of ``centres`` (``scale`` mm): 1 on them."""
+    d2 = ((points[:, None, :] - centres[None]) ** 2).sum(-1).min(1)
+    return np.exp(-d2 / (2 * scale**2))
+
+
+def _lip_weight(mean: np.ndarray, lm: np.ndarray) -> np.ndarray:
+    """(N,) how much each vertex of the mean face is lip (near the 20 lip landmarks ``lm[48:68]``)."""
+    return _near(mean, lm[48:68], 3.0)
+
+
 def skin_albedo(model: MorphableModel, tone: float, rng: np.random.Generator,
                 crease: np.ndarray | None = None, crease_gain: float = 0.0) -> np.ndarray:
     """Per-vertex albedo (N, 3) in [0, 1]: a skin tone (0 dark .. 1 light), redder
@@ -266,10 +277,9 @@ def skin_albedo(model: MorphableModel, tone: float, rng: np.random.Generator,
     a = np.tile(skin, (model.n_vertices, 1))
 
     def near(points, scale):
-        d2 = ((mean[:, None, :] - points[None]) ** 2).sum(-1).min(1)
-        return np.exp(-d2 / (2 * scale**2))
+        return _near(mean, points, scale)
 
-    lips = near(lm[48:68], 3.0)
+    lips = _lip_weight(mean, lm)
     a = a * (1 - 0.6 * lips[:, None]) + 0.6 * lips[:, None] * (skin * np.array([0.95, 0.55, 0.55]))
     t = np.linspace(0, 1, 8, endpoint=False)[:, None, None]
     brow_line = np.concatenate([(lm[a:b - 1] * (1 - t) + lm[a + 1:b] * t).reshape(-1, 3) for a, b in ((17, 22), (22, 27))])
@@ -294,8 +304,8 @@ def appearance_features(model: MorphableModel, albedo: np.ndarray, population: P
                         rng: np.random.Generator) -> np.ndarray:
     """The albedo (N, 3) with what a photographed face has and :func:`skin_albedo` lacks, each as
     strong as ``population`` says (:attr:`Population.APPEARANCE`): white sclera around the irises,
-    a hairline, stubble or a beard, a speckled skin. Laid out on the model's mean face, as
-    :func:`skin_albedo`; ``rng`` is the person's appearance stream (every draw is made, whatever
+    a hairline, stubble or a beard (off the lips), a speckled skin. Laid out on the model's mean face,
+    as :func:`skin_albedo`; ``rng`` is the person's appearance stream (every draw is made, whatever
     the settings, so each setting keeps its draws when another changes)."""
     mean = model.mean.astype(np.float64)
     lm = mean[model.ibug68]
@@ -324,8 +334,8 @@ def appearance_features(model: MorphableModel, albedo: np.ndarray, population: P
     # stubble: below the nose, off the lips, speckled
     if has_stubble:
         below = 1 / (1 + np.exp(-(lm[33, 1] - 4.0 - mean[:, 1]) / 3.0))
-        lips = np.exp(-(((mean[:, None, :] - lm[None, 48:60]) ** 2).sum(-1).min(1)) / (2 * 2.5**2))
-        w = stubble_strength * below * (1 - lips) * np.clip(0.7 + 0.3 * speckle, 0, 1)
+        off_lips = np.clip(1 - 2 * _lip_weight(mean, lm), 0, 1)     # none where the lips are half-painted
+        w = stubble_strength * below * off_lips * np.clip(0.7 + 0.3 * speckle, 0, 1)
         a = blend(w, hair_colour)
     a = a * (1 + population.skin_texture * np.clip(speckle, -3, 3)[:, None])
     return np.clip(a, 0, 1).astype(np.float32)

@@ -258,16 +258,16 @@ def test_appearance_settings_change_only_the_albedo(model):
     np.testing.assert_array_equal(b.landmarks, a.landmarks)
     np.testing.assert_array_equal(b.camera.R, a.camera.R)
     assert np.abs(b.albedo - a.albedo).max() > 0.3 and np.abs(b.image.astype(int) - a.image).max() > 50
-    zero = synth.Population(**{name: 0.0 for name in synth.Population.APPEARANCE})
-    np.testing.assert_array_equal(synth.make_person(3, "neutral", model=model, population=zero).albedo, a.albedo)
 
 
 def test_each_appearance_setting_paints_its_own_region(model):
-    """Hair only above the brows, stubble only below the nose, sclera only at the eyes, and the speckle as
-    strong as asked (each person's draws: hair and stubble at 1 are on everyone)."""
+    """Hair only above the brows, stubble only below the nose and off the lips (the vertices skin_albedo
+    paints more than half lip), sclera only at the eyes, and the speckle as strong as asked (hair and
+    stubble at 1 are on everyone)."""
     mean, lm = model.mean, model.mean[model.ibug68]
     brow, nose, eyes = lm[17:27, 1].mean(), lm[33, 1], lm[36:48].mean(0)
     eye_region = np.abs(mean[:, 1] - eyes[1]) < 6
+    lips = np.exp(-((mean[:, None] - lm[None, 48:68]) ** 2).sum(-1).min(1) / (2 * 3.0**2)) > 0.5
     gains = []
     for seed in range(4):
         a = synth.make_person(seed, "expression", model=model)
@@ -279,6 +279,7 @@ def test_each_appearance_setting_paints_its_own_region(model):
         hair, stubble, sclera = change(hair=1.0), change(stubble=1.0), change(sclera=1.0)
         assert np.abs(hair[mean[:, 1] < brow]).max() < 1e-3 < np.abs(hair[mean[:, 1] > brow + 45]).mean()
         assert np.abs(stubble[mean[:, 1] > nose + 15]).max() < 1e-3 < np.abs(stubble[mean[:, 1] < nose - 15]).mean()
+        assert np.abs(stubble[lips]).max() == 0                         # no stubble on the lips
         assert np.abs(sclera[np.abs(mean[:, 1] - eyes[1]) > 15]).max() == 0
         gains.append(sclera.mean(1)[eye_region].max())                 # whiter eyes
         speckle = synth.make_person(seed, "expression", model=model, population=synth.Population(skin_texture=0.05))
@@ -287,14 +288,15 @@ def test_each_appearance_setting_paints_its_own_region(model):
 
 
 def test_appearance_shares_and_checks(model):
-    """hair and stubble are the shares of people who have them (24 people at 0.5: binomial, within 3 sd),
-    and every appearance setting is a number in [0, 1]."""
+    """hair and stubble are the shares of people who have them (photo_like's 0.7 and 0.35 on 24 people:
+    binomial, within 3 sd; the complementary share would lie 4 sd away), and every appearance setting is a
+    number in [0, 1]."""
     base = [synth.make_person(s, "neutral", model=model).albedo for s in range(24)]
-    for name in ("hair", "stubble"):
-        pop = synth.Population(**{name: 0.5})
+    for name, share in (("hair", 0.7), ("stubble", 0.35)):
+        pop = synth.Population(**{name: share})
         has = [np.abs(synth.make_person(s, "neutral", model=model, population=pop).albedo - base[s]).max() > 0
                for s in range(24)]
-        assert abs(sum(has) - 12) <= 3 * np.sqrt(24 * 0.25)
+        assert abs(sum(has) - 24 * share) <= 3 * np.sqrt(24 * share * (1 - share))
     for name in synth.Population.APPEARANCE:
         for bad in (-0.1, 1.5, True, "1"):
             with pytest.raises(ValueError, match=f"{name} must be a number in"):

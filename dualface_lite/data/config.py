@@ -243,8 +243,8 @@ class DatasetConfig:
 
     def key(self) -> str:
         """12 hex digits: a hash of every setting but ``name``, and of :data:`DATA_FORMAT_VERSION`.
-        The population's appearance settings (:attr:`Population.APPEARANCE`) count only when set, so
-        the datasets made before they existed keep their keys."""
+        The population's appearance settings (:attr:`Population.APPEARANCE`) at 0 are left out of the
+        hash: a dataset without them has the key it would have without the settings."""
         d = self.to_dict()
         d.pop("name")
         for name in Population.APPEARANCE:
