@@ -307,9 +307,13 @@ def appearance_features(model: MorphableModel, albedo: np.ndarray, population: P
     a hairline, stubble or a beard (off the lips), a speckled skin. Laid out on the model's mean face,
     as :func:`skin_albedo`; ``rng`` is the person's appearance stream (every draw is made, whatever
     the settings, so each setting keeps its draws when another changes)."""
+    if not isinstance(population, Population):
+        raise ValueError(f"population must be a synth.Population, got {type(population).__name__}")
+    a = np.asarray(albedo, dtype=np.float64).copy()
+    if a.shape != (model.n_vertices, 3):
+        raise ValueError(f"albedo must have shape ({model.n_vertices}, 3), got {a.shape}")
     mean = model.mean.astype(np.float64)
     lm = mean[model.ibug68]
-    a = np.asarray(albedo, dtype=np.float64).copy()
     hair_colour = _HAIR_COLOURS[rng.integers(len(_HAIR_COLOURS))] * (0.85 + 0.3 * rng.random())
     has_hair, hairline = rng.random() < population.hair, rng.uniform(22.0, 40.0)
     has_stubble, stubble_strength = rng.random() < population.stubble, rng.uniform(0.3, 0.75)
@@ -325,7 +329,7 @@ def appearance_features(model: MorphableModel, albedo: np.ndarray, population: P
         half_h = max(np.abs(eye[:, 1] - c[1]).max(), 1.5)
         r2 = ((mean[:, 0] - c[0]) / half_w) ** 2 + ((mean[:, 1] - c[1]) / half_h) ** 2
         inside = np.clip(1.2 - r2, 0, 1) * (np.abs(mean[:, 2] - c[2]) < 8.0)
-        iris = np.exp(-((mean - c) ** 2).sum(1) / (2 * 2.5**2))
+        iris = _near(mean, c[None], 2.5)
         a = blend(population.sclera * inside * (1 - iris) * 0.85, np.array([0.86, 0.82, 0.78]))
     # hair: above a hairline over the brows, soft over 3 mm
     if has_hair:

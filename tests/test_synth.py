@@ -297,6 +297,12 @@ def test_appearance_shares_and_checks(model):
         has = [np.abs(synth.make_person(s, "neutral", model=model, population=pop).albedo - base[s]).max() > 0
                for s in range(24)]
         assert abs(sum(has) - 24 * share) <= 3 * np.sqrt(24 * share * (1 - share))
+    albedo = synth.make_person(0, "neutral", model=model).albedo
+    rng = np.random.default_rng(0)
+    with pytest.raises(ValueError, match="albedo must have shape"):
+        synth.appearance_features(model, albedo[:10], synth.Population.photo_like(), rng)
+    with pytest.raises(ValueError, match="population must be a synth.Population"):
+        synth.appearance_features(model, albedo, {"hair": 1.0}, rng)
     for name in synth.Population.APPEARANCE:
         for bad in (-0.1, 1.5, True, "1"):
             with pytest.raises(ValueError, match=f"{name} must be a number in"):
