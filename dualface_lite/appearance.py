@@ -346,15 +346,18 @@ class ColourFamiliarity:
         val = made.distance(val_colors)
         if np.ndim(val) == 0 or len(val) < 1:
             raise ValueError("need the colours of at least one validation photo")
-        both = np.concatenate([made.distance(train_colors), val])
+        both = np.concatenate([made._distance_of(x), val])
         return cls(mean, vt, var, float(np.quantile(both, quantile)), float(quantile))
 
     def distance(self, colors):
         """``d`` of each photo: colours (M, N, 3) -> (M,), or (N, 3) -> a float."""
-        x = colour_statistics(colors)
-        z = (x - self.mean) @ self.axes.T
-        d = np.sqrt((z ** 2 / self.var).sum(-1))
+        d = self._distance_of(colour_statistics(colors))
         return float(d) if np.ndim(d) == 0 else d
+
+    def _distance_of(self, x: np.ndarray) -> np.ndarray:
+        """``d`` of :func:`colour_statistics` (M, 7) -> (M,), or (7,) -> a 0-d array."""
+        z = (x - self.mean) @ self.axes.T
+        return np.sqrt((z ** 2 / self.var).sum(-1))
 
     def to_dict(self) -> dict:
         return {"mean": self.mean.tolist(), "axes": self.axes.tolist(), "var": self.var.tolist(),

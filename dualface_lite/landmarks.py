@@ -82,6 +82,7 @@ class Face:
     backend : which backend gave the landmarks (``"dlib"``, ``"face-alignment"``, ``"pts"``).
     detector : which detector found the face: ``"hog"`` or ``"cnn"`` (``"pts"`` for a file's landmarks).
     check : the CNN's confidence that the box holds a face (``nan`` when unchecked).
+    candidates : how many candidates HOG proposed in the photo (0 when the face came from elsewhere).
     """
 
     landmarks: np.ndarray
@@ -90,6 +91,7 @@ class Face:
     backend: str
     detector: str = "hog"
     check: float = float("nan")
+    candidates: int = 0
 
     @property
     def size(self) -> float:
@@ -309,20 +311,36 @@ def _cnn_check(image: np.ndarray, box: np.ndarray) -> float:
     return best
 
 
-def find_faces(image: np.ndarray, *, max_side: int = 1024, upsample: int = 1, check: bool = True):
-    """The faces in an (H, W, 3) uint8 photo, as described in the module docstring: boxes (F, 4) ``(left, top,
-    right, bottom)`` in pixels, the finding detector's scores (F,), which detector (F,) and the CNN's
-    confidence (F,) (``nan`` unchecked)."""
+def _largest_first(boxes: np.ndarray, scores: np.ndarray) -> np.ndarray:
+    """The order of the boxes by area, largest first (the higher score first among equal areas)."""
+    area = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
+    return np.lexsort((-scores, -area))
+
+
+def find_faces(image: np.ndarray, *, max_side: int = 1024, upsample: int = 1, check: bool = True,
+               largest: bool = False):
+    """The faces in an (H, W, 3) uint8 photo, as described in the module docstring, largest first: boxes (F, 4)
+    ``(left, top, right, bottom)`` in pixels, the finding detector's scores (F,), which detector (F,) and the
+    CNN's confidence (F,) (``nan`` unchecked), and the number of HOG candidates. ``largest``: only the largest
+    face; the candidates are checked largest first and the first one the CNN confirms ends the search (one
+    CNN check instead of one per candidate)."""
     boxes, scores = _hog_boxes(image, int(max_side), int(upsample), HOG_CANDIDATE_SCORE if check else 0.0)
+    order = _largest_first(boxes, scores)
+    boxes, scores, n_candidates = boxes[order], scores[order], len(boxes)
     if not check:
-        n = len(boxes)
-        return boxes, scores, ["hog"] * n, np.full(n, np.nan)
-    confirmed = np.array([_cnn_check(image, b) for b in boxes], dtype=np.float64)
+        n = 1 if largest and n_candidates else n_candidates
+        return boxes[:n], scores[:n], ["hog"] * n, np.full(n, np.nan), n_candidates
+    confirmed = np.full(n_candidates, np.nan)
+    for i, b in enumerate(boxes):
+        confirmed[i] = _cnn_check(image, b)
+        if largest and not np.isnan(confirmed[i]):
+            break
     keep = ~np.isnan(confirmed)
     if keep.any():
-        return boxes[keep], scores[keep], ["hog"] * int(keep.sum()), confirmed[keep]
+        return boxes[keep], scores[keep], ["hog"] * int(keep.sum()), confirmed[keep], n_candidates
     boxes, conf = _cnn_boxes(image, CNN_MAX_SIDE)
-    return boxes, conf, ["cnn"] * len(boxes), conf.copy()
+    order = _largest_first(boxes, conf)[:1 if largest else None]
+    return boxes[order], conf[order], ["cnn"] * len(order), conf[order], n_candidates
 
 
 def _dlib_landmarks(image: np.ndarray, box: np.ndarray) -> np.ndarray:
@@ -333,7 +351,8 @@ def _dlib_landmarks(image: np.ndarray, box: np.ndarray) -> np.ndarray:
 
 
 def detect_landmarks(image, backend: str = "auto", *, max_side: int = 1024, upsample: int = 1,
-                     check: bool = True, allow_download: bool = False, device: str = "cpu") -> list:
+                     check: bool = True, largest: bool = False, allow_download: bool = False,
+                     device: str = "cpu") -> list:
     """Every face in ``image`` (largest first) with its 68 landmarks: a list of :class:`Face`.
 
     Parameters
@@ -345,6 +364,9 @@ def detect_landmarks(image, backend: str = "auto", *, max_side: int = 1024, upsa
     upsample : dlib's upsampling of the search copy (1 finds faces down to about 40 px there).
     check : confirm every HOG candidate with dlib's CNN detector, and let the CNN search when HOG finds
         nothing it confirms (see the module docstring); ``False``: HOG alone, at dlib's threshold.
+    largest : only the largest face (a list of one): the candidates are checked largest first, and the
+        first one confirmed ends the search, so a photo with several candidates costs one CNN check.
+        :attr:`Face.candidates` still counts every HOG candidate.
     allow_download : let face-alignment download its weights if they are missing.
     device : face-alignment's torch device.
 
@@ -365,7 +387,8 @@ def detect_landmarks(image, backend: str = "auto", *, max_side: int = 1024, upsa
         raise ValueError(f"the image is {img.shape[1]} x {img.shape[0]} pixels: too small to hold a face")
     if backend == "auto":
         backend = "face-alignment" if "face-alignment" in available_backends() else "dlib"
-    boxes, scores, found_by, checked = find_faces(img, max_side=max_side, upsample=upsample, check=check)
+    boxes, scores, found_by, checked, n_candidates = find_faces(img, max_side=max_side, upsample=upsample,
+                                                                check=check, largest=largest)
     if len(boxes) == 0:
         how = "HOG and dlib's CNN detector" if check else "HOG"
         raise NoFaceError(f"no face found in the {img.shape[1]} x {img.shape[0]} image ({how})")
@@ -375,9 +398,8 @@ def detect_landmarks(image, backend: str = "auto", *, max_side: int = 1024, upsa
         fa = _fan(allow_download, device)
         found = fa.get_landmarks_from_image(img, detected_faces=[np.append(b, s) for b, s in zip(boxes, scores)])
         marks = [np.asarray(lm, dtype=np.float32)[:, :2] for lm in found]
-    faces = [Face(lm, b.astype(np.float32), float(s), backend, by, float(c))
-             for lm, b, s, by, c in zip(marks, boxes, scores, found_by, checked)]
-    return sorted(faces, key=lambda f: (-f.size, -f.score))
+    return [Face(lm, b.astype(np.float32), float(s), backend, by, float(c), n_candidates)
+            for lm, b, s, by, c in zip(marks, boxes, scores, found_by, checked)]
 
 
 def normalized_mean_error(pred, gt) -> float:

@@ -163,6 +163,24 @@ def test_the_checked_detector_on_real_photos(real_faces):
     assert len(L.detect_landmarks(real_faces["breakingbad"][0], "dlib")) == 2
 
 
+def test_largest_face_only(astronaut, real_faces):
+    """``largest=True`` (what the command uses) stops at the first candidate the CNN confirms, largest first: the
+    same face as the first of the full search, alone, and the count of HOG candidates it came from."""
+    photos = {"astronaut": astronaut, **{name: photo for name, (photo, _) in real_faces.items()}}
+    candidates = {}
+    for name, photo in photos.items():
+        for check in (True, False):
+            every = L.detect_landmarks(photo, "dlib", check=check)
+            one = L.detect_landmarks(photo, "dlib", check=check, largest=True)
+            assert len(one) == 1 and one[0].candidates == every[0].candidates >= len(every), (name, check)
+            np.testing.assert_array_equal(one[0].landmarks, every[0].landmarks)
+            assert one[0].check == every[0].check or np.isnan(one[0].check) and np.isnan(every[0].check)
+            candidates[name, check] = one[0].candidates
+    # the astronaut: her face, the patch on her suit and a third box down to score -0.5; two at dlib's threshold
+    assert candidates["astronaut", True] == 3 and candidates["astronaut", False] == 2, candidates
+    assert candidates["einstein", True] == 2 and candidates["breakingbad", True] == 3, candidates
+
+
 def test_the_cnn_finds_what_hog_cannot(real_faces):
     """Turned by 60 degrees a face is beyond HOG (a frontal detector); the CNN's search of the whole photo
     finds it, and a plain grey photo still has no face."""
@@ -387,8 +405,8 @@ def test_cli_reconstructs_einstein_not_the_man_behind_him(tmp_path, real_faces):
         r = _dualface("reconstruct", photo, "-o", out, "--variant", "GC", "--quiet", *([flag] if flag else []))
         assert r.returncode == 0, r.stderr
         logs[flag] = r.stdout
-    assert "face found by HOG, CNN check 0.2" in logs[""] and "the largest of 2 faces" in logs[""], logs[""]
-    assert "CNN check" not in logs["--no-face-check"] and "faces" not in logs["--no-face-check"], logs
+    assert "face found by HOG, CNN check 0.2" in logs[""] and "the largest face of 2 candidates" in logs[""], logs[""]
+    assert "CNN check" not in logs["--no-face-check"] and "candidates" not in logs["--no-face-check"], logs
     meshes = [io.load_mesh(tmp_path / f"out{flag}" / "einstein.ply").vertices for flag in ("", "--no-face-check")]
     assert not np.allclose(*meshes, atol=1.0)
 
