@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["DualfaceWarning", "numeric", "points", "point_batches", "triangles", "mesh", "landmarks", "number", "rgb_image",
+__all__ = ["DualfaceWarning", "numeric", "points", "point_batches", "triangles", "mesh", "landmarks", "number", "rgb_image", "rgb_pixels",
            "colors01", "same_shape", "LANDMARK_MARGIN_PX"]
 
 class DualfaceWarning(UserWarning):
@@ -178,6 +178,14 @@ def rgb_image(image, name: str = "image") -> np.ndarray:
     Accepts uint8 (0..255), other integers in 0..255, or floats in [0, 1]; grayscale
     (H, W) or (H, W, 1) is repeated to RGB, RGBA (H, W, 4) loses its alpha channel.
     """
+    img = rgb_pixels(image, name)
+    return img.astype(np.float64) / 255.0 if img.dtype == np.uint8 else img
+
+
+def rgb_pixels(image, name: str = "image") -> np.ndarray:
+    """:func:`rgb_image`, but a uint8 photo stays uint8 (H, W, 3) (0..255), not converted: for a
+    function that reads a few of its pixels (``x.astype(np.float64) / 255.0`` of those gives
+    exactly :func:`rgb_image`'s values). Any other layout is converted as :func:`rgb_image` does."""
     img = np.asarray(image)
     if img.ndim == 3 and img.shape[2] == 1:
         img = img[..., 0]
@@ -191,7 +199,7 @@ def rgb_image(image, name: str = "image") -> np.ndarray:
     if img.shape[0] < 2 or img.shape[1] < 2:
         raise ValueError(f"{name} must be at least 2 x 2 pixels, got {img.shape[1]} x {img.shape[0]}")
     if img.dtype == np.uint8:
-        return img.astype(np.float64) / 255.0
+        return img
     if img.dtype == bool or not np.issubdtype(img.dtype, np.number):
         raise ValueError(f"{name} must be uint8 (0..255) or float in [0, 1], got dtype {img.dtype}")
     f = img.astype(np.float64)

@@ -579,7 +579,7 @@ def sample_colors(image, uv, visible) -> np.ndarray:
     """Bilinear colour (N, 3) float32 in [0, 1] of ``image`` at ``uv`` (N, 2) px
     where ``visible``; exactly 0 elsewhere (the paper: "for those vertices
     invisible in the image, we set their r, g, b values as 0")."""
-    img = checks.rgb_image(image)
+    img = checks.rgb_pixels(image)
     uv = np.asarray(uv, dtype=np.float64)
     vis = np.asarray(visible, dtype=bool).reshape(-1)
     if uv.ndim != 2 or uv.shape[1] != 2 or vis.shape[0] != uv.shape[0]:
@@ -588,6 +588,7 @@ def sample_colors(image, uv, visible) -> np.ndarray:
 
 
 def _sample(img: np.ndarray, uv: np.ndarray, vis: np.ndarray) -> np.ndarray:
+    """Bilinear samples of ``img`` (:func:`dualface_lite.checks.rgb_pixels`: uint8, or float64 in [0, 1])."""
     H, W = img.shape[:2]
     out = np.zeros((len(uv), 3), dtype=np.float32)
     idx = np.flatnonzero(vis & np.isfinite(uv).all(1))
@@ -596,8 +597,14 @@ def _sample(img: np.ndarray, uv: np.ndarray, vis: np.ndarray) -> np.ndarray:
     j0 = np.minimum(np.floor(u).astype(np.int64), W - 2)
     i0 = np.minimum(np.floor(v).astype(np.int64), H - 2)
     fu, fv = (u - j0)[:, None], (v - i0)[:, None]
-    c = ((1 - fv) * ((1 - fu) * img[i0, j0] + fu * img[i0, j0 + 1]) +
-         fv * ((1 - fu) * img[i0 + 1, j0] + fu * img[i0 + 1, j0 + 1]))
+    if img.dtype == np.uint8:   # only the pixels read are converted, to rgb_image's values
+        def px(i, j):
+            return img[i, j].astype(np.float64) / 255.0
+    else:
+        def px(i, j):
+            return img[i, j]
+    c = ((1 - fv) * ((1 - fu) * px(i0, j0) + fu * px(i0, j0 + 1)) +
+         fv * ((1 - fu) * px(i0 + 1, j0) + fu * px(i0 + 1, j0 + 1)))
     out[idx] = c
     return out
 
@@ -698,7 +705,7 @@ def photo_colors(camera: Camera, vertices, triangles, image) -> tuple[np.ndarray
         return np.zeros(len(V), dtype=bool), np.zeros((len(V), 3), dtype=np.float32)
     from .render import vertex_visibility
 
-    img = checks.rgb_image(image)
+    img = checks.rgb_pixels(image)
     visible = vertex_visibility(camera, V, triangles)
     return visible, _sample(img, camera.project(V), visible)
 
@@ -835,7 +842,7 @@ def fit_landmarks(model: MorphableModel, landmarks, image=None, *, lam: float = 
     t0 = time.perf_counter()
     if not isinstance(model, MorphableModel):
         raise TypeError(f"model must be a MorphableModel (df.load_model()), got {type(model).__name__}")
-    img = None if image is None else checks.rgb_image(image)
+    img = None if image is None else checks.rgb_pixels(image)
     L = checks.landmarks(landmarks, image_hw=None if img is None else img.shape[:2])
     lam = checks.number(lam, "lam")
     if sigma_l is not None:

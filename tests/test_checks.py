@@ -109,6 +109,23 @@ def test_rgb_image_layouts():
         checks.rgb_image(np.zeros((3, 3, 2)), "photo")
 
 
+
+def test_rgb_pixels_keeps_uint8_and_agrees_with_rgb_image():
+    """rgb_pixels leaves a uint8 photo as it is; its pixels / 255 are rgb_image's values bit for bit, and every
+    other layout comes out as rgb_image's."""
+    photo = np.random.default_rng(0).integers(0, 256, (6, 7, 3), dtype=np.uint8)
+    px = checks.rgb_pixels(photo)
+    assert px.dtype == np.uint8 and px.shape == (6, 7, 3)
+    assert np.array_equal(px[2:4, 1:5].astype(np.float64) / 255.0, checks.rgb_image(photo)[2:4, 1:5])
+    gray = photo[..., 0]
+    assert checks.rgb_pixels(gray).dtype == np.uint8 and np.array_equal(checks.rgb_pixels(gray)[..., 2], gray)
+    floats = photo / 255.0
+    assert np.array_equal(checks.rgb_pixels(floats), checks.rgb_image(floats))
+    with pytest.raises(ValueError, match="float images must be in"):
+        checks.rgb_pixels(np.full((3, 3, 3), 2.0))
+    with pytest.raises(ValueError, match="at least 2 x 2"):
+        checks.rgb_pixels(np.zeros((1, 1, 3), np.uint8))
+
 def test_colors01():
     c = checks.colors01(np.array([255, 0, 51], np.uint8), 4)
     assert c.shape == (4, 3) and np.allclose(c[2], [1.0, 0.0, 0.2])
