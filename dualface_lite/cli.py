@@ -94,7 +94,7 @@ def reconstruct_photos(source, out, *, fmt: str = "ply", landmarks: str = "auto"
                 raise FileExistsError(f"{target} exists (--force overwrites it)")
             image = lmk.read_image(photo)
             if pts is not None:
-                lm, how, n_faces = pts, "the .pts file", 1
+                lm, how, n_candidates = pts, "the .pts file", 1
                 h, w = image.shape[:2]
                 if lm[:, 0].min() < -1 or lm[:, 1].min() < -1 or lm[:, 0].max() > w or lm[:, 1].max() > h:
                     raise ValueError(f"the landmarks of {Path(landmarks).name} lie outside the {w} x {h} photo")
@@ -103,7 +103,7 @@ def reconstruct_photos(source, out, *, fmt: str = "ply", landmarks: str = "auto"
                                          allow_download=allow_download)[0]
                 how = f"{f.backend}, face found by {f.detector.upper()}" + (
                     "" if math.isnan(f.check) else f", CNN check {f.check:.2f}")
-                lm, n_faces = f.landmarks, f.candidates
+                lm, n_candidates = f.landmarks, f.candidates
             r = dual.reconstruct(image, lm, variant)
             texture = None
             if fmt in ("obj", "glb"):
@@ -111,7 +111,7 @@ def reconstruct_photos(source, out, *, fmt: str = "ply", landmarks: str = "auto"
             io.export_mesh(target, r.vertices, dual.model.triangles, r.colors, texcoords=dual.model.texcoords,
                            texture=texture, force=force)
             written.append(target)
-            faces_note = f", the largest face of {n_faces} candidates" if n_faces > 1 else ""
+            faces_note = f", the largest face of {n_candidates} candidates" if n_candidates > 1 else ""
             log(f"{photo.name} -> {target} ({variant}, landmarks: {how}{faces_note}, "
                 f"{time.perf_counter() - t0:.1f} s)")
             if r.unlike_training:

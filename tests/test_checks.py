@@ -109,7 +109,6 @@ def test_rgb_image_layouts():
         checks.rgb_image(np.zeros((3, 3, 2)), "photo")
 
 
-
 def test_rgb_pixels_keeps_uint8_and_agrees_with_rgb_image():
     """rgb_pixels leaves a uint8 photo as it is; its pixels / 255 are rgb_image's values bit for bit, and every
     other layout comes out as rgb_image's."""
@@ -125,6 +124,7 @@ def test_rgb_pixels_keeps_uint8_and_agrees_with_rgb_image():
         checks.rgb_pixels(np.full((3, 3, 3), 2.0))
     with pytest.raises(ValueError, match="at least 2 x 2"):
         checks.rgb_pixels(np.zeros((1, 1, 3), np.uint8))
+
 
 def test_colors01():
     c = checks.colors01(np.array([255, 0, 51], np.uint8), 4)

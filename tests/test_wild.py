@@ -375,7 +375,6 @@ def test_cli_says_when_a_photo_is_unlike_the_training_photos(tmp_path, real_face
     """Einstein's grey portrait: its colours lie far from the training photos' and the command says so on a
     line; the kit's own kind of photo (the lite test photo whose colours are most typical) gets no such line."""
     from dualface_lite import data
-
     from dualface_lite.appearance import ColourFamiliarity
 
     folder = tmp_path / "in"
