@@ -533,8 +533,7 @@ def train_networks(networks: VertexNetworks, X: torch.Tensor, Y: torch.Tensor, t
             best_val = torch.where(improved, v, best_val)
             best_epoch = torch.where(improved, torch.full_like(best_epoch, epoch), best_epoch)
             for b, p in zip(best.parameters(), networks.parameters()):
-                shape = (N,) + (1,) * (p.dim() - 1)
-                b.copy_(torch.where(improved.view(shape), p.detach(), b))
+                b[improved] = p.detach()[improved]      # only the improved networks' rows are copied
         n_imp = int(improved.sum())
         history["train_mm2"].append(float(tot) / len(tr_rows) * 3)
         history["val_mm2"].append(float((v * y2).mean()) * 3)

@@ -26,7 +26,8 @@ training loss (section III-A, after eq. (3)). Two choices of the kit, both said 
 config, the dataset and the code (``paths.cache_dir("networks")``): seeded, a tqdm bar, a validation
 split with early stopping, a warm-up + cosine learning rate, AdamW, checkpoints written atomically
 after every epoch and loaded with ``weights_only=True`` (a killed training resumes where it stopped,
-with the same result), CUDA with bf16 autocast and channels_last when there is a GPU.
+with the same result), channels-last weights (:class:`~dualface_lite.resnet.AppearanceNet`), and
+CUDA with bf16 autocast when there is a GPU.
 
 Started by ``torchrun --nproc_per_node=K``, the same call trains with DistributedDataParallel (NCCL
 on GPUs, gloo on CPUs) and a ``DistributedSampler``: the global batch ``batch_size`` is shared out
@@ -625,7 +626,6 @@ def _train_locked(config: TrainConfig, folder: Path, data_root, progress: bool, 
     net = net.to(dev)
     cuda = dev.type == "cuda"
     if cuda:
-        net = net.to(memory_format=torch.channels_last)
         torch.backends.cudnn.benchmark = True
     faces = FaceDataset(train_data, crop_size=config.input_size, augment=config.augment, seed=config.seed,
                         photometric=config.photometric)
@@ -678,8 +678,6 @@ def _train_locked(config: TrainConfig, folder: Path, data_root, progress: bool, 
             for m in range(config.accumulate):   # micro-batch m: every accumulate-th photo of the batch
                 x = images[m::config.accumulate].to(dev, non_blocking=True)
                 y = residuals[m::config.accumulate].to(dev, non_blocking=True)
-                if cuda:
-                    x = x.contiguous(memory_format=torch.channels_last)
                 # DDP averages the gradients between processes once, at the last micro-batch
                 last = m == config.accumulate - 1
                 with (contextlib.nullcontext() if last or ddp is net else ddp.no_sync()):
@@ -713,7 +711,7 @@ def _train_locked(config: TrainConfig, folder: Path, data_root, progress: bool, 
             paths.write_atomic(ckpt, buf.getvalue())
     bar.close()
     net.load_state_dict(state["best"])
-    net = net.to("cpu", memory_format=torch.contiguous_format).eval()
+    net = net.to("cpu").eval()
     history = dict(state["history"], best_epoch=state["best_epoch"], best_val_mm=state["best_val_mm"],
                    stopped_early=state["epoch"] < config.epochs, resumed=resumed,
                    steps_per_epoch=steps_per_epoch)
