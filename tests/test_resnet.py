@@ -125,3 +125,36 @@ def test_infer_is_the_forward_pass_in_batches_and_keeps_the_mode():
     assert net.infer(torch.zeros(0, 3, 32, 32)).shape == (0, 5, 3)
     with pytest.raises(ValueError, match="batch_size"):
         net.infer(x, batch_size=0)
+
+
+def test_channels_last_weights_give_the_nchw_outputs():
+    """The convolutions keep channels-last weights (oneDNN's faster path on the CPU) after construction and
+    after a save / load round trip; the layout changes no output beyond float rounding."""
+    import io
+
+    def conv_weights(m):
+        return [c.weight for c in m.modules() if isinstance(c, torch.nn.Conv2d)]
+
+    net = AppearanceNet("resnet18", input_size=64, n_vertices=20, seed=0)
+    with torch.no_grad():
+        net.regress.weight.normal_(0.0, 0.05, generator=torch.Generator().manual_seed(1))   # outputs of order 1
+        net.train()(torch.rand(8, 3, 64, 64))               # batch-norm statistics of their own
+    net.eval()
+    assert all(w.is_contiguous(memory_format=torch.channels_last) for w in conv_weights(net))
+    buf = io.BytesIO()
+    torch.save(net.state_dict(), buf)
+    loaded = AppearanceNet("resnet18", input_size=64, n_vertices=20, seed=3).eval()
+    loaded.load_state_dict(torch.load(io.BytesIO(buf.getvalue()), weights_only=True))
+    assert all(w.is_contiguous(memory_format=torch.channels_last) for w in conv_weights(loaded))
+    nchw = AppearanceNet("resnet18", input_size=64, n_vertices=20).eval()
+    nchw.load_state_dict(net.state_dict())
+    nchw.to(memory_format=torch.contiguous_format)
+    assert all(w.is_contiguous() for w in conv_weights(nchw))
+    x = torch.rand(3, 3, 64, 64)
+    with torch.no_grad():
+        out, again = net(x), loaded(x)
+        plain = nchw.regress(nchw.reduce(nchw.trunk((x - nchw.mean) / nchw.std))).view(3, 20, 3)
+        plain = nchw.offset_mean + nchw.offset_scale * plain            # the forward pass in NCHW throughout
+    assert float(out.abs().max()) > 0.1
+    assert torch.equal(out, again)
+    torch.testing.assert_close(out, plain, rtol=1e-4, atol=1e-5 * float(plain.abs().max()))
