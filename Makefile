@@ -48,8 +48,11 @@ book: env model faces assets
 # The chapter checks (tests/test_notebooks.py) read the executed chapters from the book build's
 # jupyter-cache (_build/.jupyter_cache): no chapter runs twice; one runs again only when its
 # code changed since the build.  PYTEST_ARGS="-m 'not browser'" skips chromium.
+# The test files run on TEST_WORKERS pytest-xdist processes, each file whole on one of them
+# (tests/conftest.py groups them); TEST_WORKERS=0 runs them in this process, one after another.
+TEST_WORKERS ?= 2
 test: book faces
-	$(BIN)/python -m pytest --durations=25 $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadgroup --no-loadscope-reorder --durations=25 $(PYTEST_ARGS)
 
 # The loop after each edit (a few minutes on 2 cores): no book build, no lite dataset or network,
 # no subprocess, kernel or browser (the tests marked slow or integration are left to make test).

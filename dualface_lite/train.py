@@ -633,8 +633,10 @@ def _train_locked(config: TrainConfig, folder: Path, data_root, progress: bool, 
     sampler = DistributedSampler(dataset, num_replicas=procs.world, rank=procs.rank, shuffle=True,
                                  seed=config.seed, drop_last=True)
     per_rank = config.batch_size // procs.world
+    # worker processes start anew each epoch: each holds a copy of the dataset made when it starts, so a
+    # persistent one would never see dataset.set_epoch and would repeat the first epoch's augmentation
     loader = DataLoader(dataset, batch_size=per_rank, sampler=sampler, drop_last=True,
-                        num_workers=config.workers, pin_memory=cuda, persistent_workers=config.workers > 0)
+                        num_workers=config.workers, pin_memory=cuda)
     steps_per_epoch = len(loader)
     if steps_per_epoch == 0:
         raise ValueError(f"{len(dataset)} training photos make no batch of {config.batch_size}")

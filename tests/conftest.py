@@ -47,19 +47,41 @@ def tiny_data_root(tmp_path_factory, model):
     from dualface_lite.data import build_dataset
     from tinydata import TINY
 
-    root = tmp_path_factory.mktemp("datasets")
-    build_dataset(TINY, root=root, workers=2, progress=False, model=model)
+    root = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):   # make test's workers: one build in their common folder
+        root = root.parent
+    root = root / "tiny-datasets"
+    build_dataset(TINY, root=root, workers=2, progress=False, model=model)   # waits for another worker's
     return root
+
+
+#: ``make test`` runs the files on two pytest-xdist workers (``--dist loadgroup``), each file whole on one
+#: worker (its module fixtures built once). The browser tests, the JupyterLab test and the chapter checks
+#: share one worker: two Chromiums, or a kernel beside JupyterLab, would slow each other on 2 cores.
+SHARED_WORKER = {"test_book_browser": "browser", "test_lab_browser": "browser", "test_notebooks": "browser"}
+#: the groups that take longest (``make test --durations``), handed out first so that neither worker is
+#: left alone with a long file at the end (with ``--no-loadscope-reorder`` the workers take the groups in
+#: the order collected)
+LONGEST_FIRST = ("browser", "test_reproduce", "test_wild", "test_train", "test_data")
 
 
 def pytest_collection_modifyitems(items):
     """Two tiers: ``make test-fast`` runs the tests marked neither ``slow`` nor ``integration``.
-    The chapter checks read the book build (``slow``); the browser tests drive chromium (``integration``)."""
+    The chapter checks read the book build (``slow``); the browser tests drive chromium (``integration``).
+    Every test is put in its file's :data:`SHARED_WORKER` group, and the longest groups go first."""
     for item in items:
         if item.get_closest_marker("notebooks"):
             item.add_marker(pytest.mark.slow)
         if item.get_closest_marker("browser"):
             item.add_marker(pytest.mark.integration)
+        stem = item.path.stem
+        item.add_marker(pytest.mark.xdist_group(SHARED_WORKER.get(stem, stem)))
+
+    def rank(item):
+        group = SHARED_WORKER.get(item.path.stem, item.path.stem)
+        return LONGEST_FIRST.index(group) if group in LONGEST_FIRST else len(LONGEST_FIRST)
+
+    items.sort(key=rank)   # stable: each file keeps its own order
 
 
 def _named_hang():

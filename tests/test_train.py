@@ -392,6 +392,19 @@ DDP_SCRIPT = textwrap.dedent("""
 
 
 @pytest.mark.integration
+def test_loader_workers_change_nothing(data_root, tmp_path, model):
+    """``workers`` is left out of the cache key because worker processes change nothing: each epoch's
+    augmentation draws reach them (two epochs with one worker end with the weights of none)."""
+    cfg = tiny(epochs=2, patience=2)
+    none = T.train(cfg, root=tmp_path / "none", data_root=data_root, progress=False, model=model)
+    one = T.train(replace(cfg, workers=1), root=tmp_path / "one", data_root=data_root, progress=False,
+                  model=model)
+    p0, p1 = _params(none.net), _params(one.net)
+    assert all(torch.equal(p0[k], p1[k]) for k in p0)
+    assert none.history["train_loss"] == one.history["train_loss"]
+
+
+@pytest.mark.integration
 def test_ddp_two_cpu_processes_match_one(data_root, tmp_path, model):
     """torchrun with 2 gloo processes (4 photos each per step) ends with the same weights on both
     ranks, and with the weights of 1 process that takes the same 8 photos as 2 micro-batches."""
