@@ -48,10 +48,10 @@ def tiny_data_root(tmp_path_factory, model):
     from tinydata import TINY
 
     root = tmp_path_factory.getbasetemp()
-    if os.environ.get("PYTEST_XDIST_WORKER"):   # make test's workers: one build in their common folder
-        root = root.parent
+    if os.environ.get("PYTEST_XDIST_WORKER"):   # make test's two processes: one build in their common folder
+        root = root.parent                        # (the second waits for the first's, build_dataset's lock)
     root = root / "tiny-datasets"
-    build_dataset(TINY, root=root, workers=2, progress=False, model=model)   # waits for another worker's
+    build_dataset(TINY, root=root, workers=2, progress=False, model=model)
     return root
 
 
@@ -68,20 +68,22 @@ LONGEST_FIRST = ("browser", "test_reproduce", "test_wild", "test_train", "test_d
 def pytest_collection_modifyitems(items):
     """Two tiers: ``make test-fast`` runs the tests marked neither ``slow`` nor ``integration``.
     The chapter checks read the book build (``slow``); the browser tests drive chromium (``integration``).
-    Every test is put in its file's :data:`SHARED_WORKER` group, and the longest groups go first."""
+    Each test joins its file's xdist group (:data:`SHARED_WORKER` joins some files into one), and the
+    groups of :data:`LONGEST_FIRST` go first."""
     for item in items:
         if item.get_closest_marker("notebooks"):
             item.add_marker(pytest.mark.slow)
         if item.get_closest_marker("browser"):
             item.add_marker(pytest.mark.integration)
-        stem = item.path.stem
-        item.add_marker(pytest.mark.xdist_group(SHARED_WORKER.get(stem, stem)))
+        item.add_marker(pytest.mark.xdist_group(_group(item)))
+    last = len(LONGEST_FIRST)
+    items.sort(key=lambda item: LONGEST_FIRST.index(g) if (g := _group(item)) in LONGEST_FIRST else last)
+    # (a stable sort: each file keeps its own order)
 
-    def rank(item):
-        group = SHARED_WORKER.get(item.path.stem, item.path.stem)
-        return LONGEST_FIRST.index(group) if group in LONGEST_FIRST else len(LONGEST_FIRST)
 
-    items.sort(key=rank)   # stable: each file keeps its own order
+def _group(item) -> str:
+    """The xdist group of a test: its file's name without ``.py``, or the group :data:`SHARED_WORKER` names."""
+    return SHARED_WORKER.get(item.path.stem, item.path.stem)
 
 
 def _named_hang():
