@@ -395,7 +395,7 @@ DDP_SCRIPT = textwrap.dedent("""
 def test_loader_workers_change_nothing(data_root, tmp_path, model):
     """``workers`` is left out of the cache key because worker processes change nothing: each epoch's
     augmentation draws reach them (two epochs with one worker end with the weights of none)."""
-    cfg = tiny(epochs=2, patience=2)
+    cfg = tiny()   # two epochs
     none = T.train(cfg, root=tmp_path / "none", data_root=data_root, progress=False, model=model)
     one = T.train(replace(cfg, workers=1), root=tmp_path / "one", data_root=data_root, progress=False,
                   model=model)

@@ -117,7 +117,8 @@ class FaceDataset(Dataset):
 
     def set_epoch(self, epoch: int) -> None:
         """New augmentation draws for each epoch (call it before iterating, as with a
-        ``DistributedSampler``)."""
+        ``DistributedSampler``). A ``DataLoader``'s worker processes copy the dataset when they start, so
+        the call reaches only workers started after it: not ``persistent_workers=True`` ones."""
         self.epoch = int(epoch)
 
     def __len__(self) -> int:
