@@ -9,7 +9,8 @@ Three things differ between the two, and each is varied here, on the lite test s
   same optimiser steps at every size, :func:`dualface_lite.train.fewer_people`);
 * **input size**: ``ResNet`` at 64 px (the book's) and at 128 px, on all 300 people.
 
-Seed 0 throughout. Each row: the mean vertex error against ``S_hat`` and the truth (mm, after rigid
+Seed 0 throughout; ``ResNet`` trains ``--epochs`` epochs on all 300 people (default
+``_common.RECORDED_EPOCHS`` = 6, as ``bench_prior_scaling.py``; ``TrainConfig.lite()`` trains 4). Each row: the mean vertex error against ``S_hat`` and the truth (mm, after rigid
 alignment), and for ``ResNet`` the error of its mean-face start alone (the network's output removed).
 Writes ``benchmarks/results/lm2vertex_resnet.json``.
 
@@ -43,6 +44,8 @@ def main() -> None:
     ap.add_argument("--samples", type=int, nargs="*", default=[300, 1000, 3000, 10000])
     ap.add_argument("--people", type=int, nargs="*", default=[25, 100, 300])
     ap.add_argument("--sizes", type=int, nargs="*", default=[64, 128])
+    ap.add_argument("--epochs", type=int, default=_common.RECORDED_EPOCHS,
+                    help=f"epochs on all 300 people (default {_common.RECORDED_EPOCHS}, bench_prior_scaling's)")
     args = ap.parse_args()
     torch.set_num_threads(int(args.threads))
     model = load_model()
@@ -61,14 +64,15 @@ def main() -> None:
     configs = [(p, 64) for p in args.people] + [(300, s) for s in args.sizes if s != 64]
     for people, size in configs:
         t0 = time.perf_counter()
-        config = train.fewer_people(train.TrainConfig.lite(variant="ResNet", input_size=size, seed=0), people)
+        config = train.fewer_people(train.TrainConfig.lite(variant="ResNet", input_size=size, seed=0,
+                                                             epochs=args.epochs), people)
         net = train.train(config, model=model, progress=True)
         pred = DualNetwork(model, {"ResNet": net}).predict_all(test, "ResNet")["ResNet"]
         rows.append(dict(method="ResNet", people=people, input_size=size, photos=config.max_photos or 1800,
                          seconds=round(time.perf_counter() - t0, 1), best_epoch=net.history.get("best_epoch"),
                          **errors(pred, test)))
         print(rows[-1])
-    _common.write_results(args.out, {"machine": _common.machine_info(), "rows": rows})
+    _common.write_results(args.out, {"machine": _common.machine_info(), "epochs": args.epochs, "rows": rows})
     print(f"\n{'method':12s}{'samples':>9s}{'people':>8s}{'input':>7s}{'vs S_hat':>10s}{'vs truth':>10s}")
     for r in rows:
         print(f"{r['method']:12s}{r.get('samples', ''):>9}{r.get('people', ''):>8}{r.get('input_size', ''):>7}"

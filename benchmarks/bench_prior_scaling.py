@@ -14,7 +14,9 @@ new people.
 
 Each (people, seed, threads) run is stored in ``benchmarks/results/prior_scaling.json`` with its per-face
 errors, replacing an earlier run of the same triple; the summary is recomputed over the stored runs.
-Networks go to the kit's network cache (the all-people networks of seed 0 are the book's).
+Networks go to the kit's network cache. ``--epochs`` sets the training length on all 300 people (default
+``_common.RECORDED_EPOCHS`` = 6, the stored runs'; ``TrainConfig.lite()``, the book's networks, trains 4); runs
+of another length go to another ``--out``.
 
 Usage::
 
@@ -39,11 +41,11 @@ VARIANTS = ("GC", "MRFGC", "ResNetGC", "Ours")
 REFERENCES = ("s_hat", "true")
 
 
-def run(people: int, seed: int, threads: int, model) -> dict:
+def run(people: int, seed: int, threads: int, model, epochs: int = _common.RECORDED_EPOCHS) -> dict:
     t0 = time.perf_counter()
     nets = {}
     for v in ("ResNetGC", "Ours"):
-        config = train.fewer_people(train.TrainConfig.lite(variant=v, seed=seed), people)
+        config = train.fewer_people(train.TrainConfig.lite(variant=v, seed=seed, epochs=epochs), people)
         nets[v] = train.train(config, model=model, progress=True)
     test = data.load_split("lite", "test")
     pred = DualNetwork(model, nets).predict_all(test, VARIANTS)
@@ -100,16 +102,23 @@ def summary(runs: list) -> dict:
 def main() -> None:
     ap = _common.parser(__doc__, "prior_scaling", threads="2", seeds=[0, 1, 2])
     ap.add_argument("--people", type=int, nargs="*", default=[25, 50, 100, 300])
+    ap.add_argument("--epochs", type=int, default=_common.RECORDED_EPOCHS,
+                    help=f"epochs on all 300 people (default {_common.RECORDED_EPOCHS}, the stored runs')")
     args = ap.parse_args()
     threads = int(args.threads)
     torch.set_num_threads(threads)
     runs = _common.stored_runs(args.out)
     if not args.summary:
         data.build_dataset("lite")
+        steps = len(data.load_split("lite")) // 32 * args.epochs     # on all people; every size the same
+        other = {r["photos"] // 32 * r["epochs"] for r in runs if r["people"] == 300}
+        if other - {steps}:
+            raise SystemExit(f"{args.out} holds runs of {sorted(other)} optimiser steps, these would train "
+                             f"{steps}: write them to another --out")
         model = load_model()
         for seed in args.seeds:
             for people in args.people:
-                r = run(people, seed, threads, model)
+                r = run(people, seed, threads, model, args.epochs)
                 runs = _common.with_run(runs, r, lambda x: (x["people"], x["threads"], x["seed"]))
                 print(f"{people} people, seed {seed}, {threads} thread(s): {r['seconds']:.0f} s")
                 _common.write_results(args.out, {"runs": runs, "summary": summary(runs), "test_person_row":

@@ -20,6 +20,9 @@ ResNetGC - Ours (the dual network's gain over ResNetGC) and MRFGC - Ours, with 9
 people (per-face differences averaged over the seeds). Writes ``benchmarks/results/shift.json``, with the
 per-face errors of every seed (``errors[reference][variant]``: seeds x photos) and the photos' people.
 
+The networks train ``--epochs`` epochs (default ``_common.RECORDED_EPOCHS`` = 6, as
+``bench_prior_scaling.py``'s stored runs; ``TrainConfig.lite()`` trains 4).
+
 Usage::
 
     python benchmarks/bench_shift.py --seeds 0 1 2
@@ -64,6 +67,8 @@ def main() -> None:
     ap = _common.parser(__doc__, "shift", threads="2")
     ap.set_defaults(out=OUT)
     ap.add_argument("--seeds", type=int, nargs="*", default=[0, 1, 2])
+    ap.add_argument("--epochs", type=int, default=_common.RECORDED_EPOCHS,
+                    help=f"training epochs (default {_common.RECORDED_EPOCHS}, bench_prior_scaling's)")
     args = ap.parse_args()
     torch.set_num_threads(int(args.threads))
     model = load_model()
@@ -83,7 +88,8 @@ def main() -> None:
         seconds[name] = time.perf_counter() - t
     errors = {name: {ref: {v: [] for v in VARIANTS} for ref in REFERENCES} for name in sets}
     for seed in args.seeds:
-        nets = {v: train.train(train.TrainConfig.lite(variant=v, seed=seed), model=model, progress=True)
+        nets = {v: train.train(train.TrainConfig.lite(variant=v, seed=seed, epochs=args.epochs), model=model,
+                               progress=True)
                 for v in ("ResNetGC", "Ours")}
         dual = DualNetwork(model, nets)
         for name, s in sets.items():
@@ -109,7 +115,7 @@ def main() -> None:
                                        high=round(c.diff.high, 4), b_better=round(c.b_better, 3))
             entry[ref] = row
         table[name] = entry
-    result = {"seeds": args.seeds, "camera": CAMERA,
+    result = {"seeds": args.seeds, "epochs": args.epochs, "camera": CAMERA,
               "configs": {k: {"key": c.key(), "population": c.to_dict()["population"], "max_yaw": c.max_yaw}
                           for k, c in configs.items()},
               "machine": _common.machine_info(), "seconds": round(time.perf_counter() - t0, 1), "sets": table}

@@ -1,7 +1,7 @@
 """The paper's method end to end in one command: the dataset, the three networks, Table III and its report.
 
     python data_scripts/reproduce.py --size tiny      # the same path at toy size: a few minutes on a CPU
-    python data_scripts/reproduce.py --size lite      # the book's configuration (about 25 min on 2 cores, cold)
+    python data_scripts/reproduce.py --size lite      # the book's configuration (about 20 min on 2 cores, cold)
     python data_scripts/reproduce.py --size paper     # FRGC's scale, ResNet-50 at 224 px: for one GPU
 
 The steps, each cached by its settings, so that a second run, or a run killed half-way, continues where it

@@ -105,7 +105,14 @@ def fetch_sfm(dest: Path | str | None = None, source_dir: Path | str | None = No
             if sha256(src) != SFM_FILES[name]:
                 raise ModelFilesError(f"{src} does not match its SHA-256 {SFM_FILES[name]}: "
                                       "not the file of eos commit " + EOS_COMMIT)
-            shutil.copyfile(src, dest / name)
+            # through a file of this process's own, renamed into place: another process checking or
+            # reading the folder meanwhile never meets a half-copied file under the final name
+            part = dest / f"{name}.part-{os.getpid()}"
+            try:
+                shutil.copyfile(src, part)
+                part.replace(dest / name)
+            finally:
+                part.unlink(missing_ok=True)
         return dest
     if not download:
         raise ModelFilesError(_instructions(dest, todo))

@@ -17,6 +17,7 @@ eos-py and then cached as a plain ``.npz`` keyed by the files' checksums.
 """
 from __future__ import annotations
 
+import io
 import json
 import re
 from dataclasses import dataclass
@@ -258,9 +259,9 @@ def load_model(path: str | Path | None = None, cache: bool = True) -> MorphableM
             arrays = {k: z[k] for k in z.files}
     else:
         arrays = _build_arrays(folder)
-        if cache:
-            tmp = cache_file.with_suffix(".tmp.npz")
-            np.savez(tmp, **arrays)
-            tmp.replace(cache_file)
+        if cache:   # whole or not at all, also when two processes fill an empty cache at once
+            buffer = io.BytesIO()
+            np.savez(buffer, **arrays)
+            paths.write_atomic(cache_file, buffer.getvalue())
     arrays["expression_names"] = tuple(str(x) for x in arrays["expression_names"])
     return MorphableModel(**arrays)

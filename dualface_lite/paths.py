@@ -58,14 +58,18 @@ def result_dir(kind: str, name: str, root=None) -> Path:
 
 def write_atomic(path, data: bytes) -> None:
     """Write a file so that it is either absent or complete: a temporary file beside it, flushed to
-    disk, renamed into place (a crash leaves at most a ``*.tmp-<pid>`` file)."""
+    disk, renamed into place. An error on the way removes the temporary file; a killed process leaves
+    at most a ``*.tmp-<pid>`` file."""
     path = Path(path)
     tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 class FileLock:

@@ -1,10 +1,11 @@
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 import dualface_lite as df
-from dualface_lite import fetch
+from dualface_lite import fetch, paths
 
 
 def test_sizes(model):
@@ -128,6 +129,38 @@ def test_fetch_copies_and_checks(sfm_folder, tmp_path):
         fetch.fetch_sfm(tmp_path / "dest", source_dir=src, download=False)
     with pytest.raises(fetch.ModelFilesError, match="not a folder"):
         fetch.fetch_sfm(tmp_path / "dest2", source_dir=tmp_path / "missing", download=False)
+
+
+def test_a_copy_that_fails_half_way_leaves_no_file_under_its_name(sfm_folder, tmp_path, monkeypatch):
+    """fetch_sfm copies each file through a temporary one renamed into place: a copy cut short (a full disk,
+    a kill) leaves neither a half file under the final name, which another process could read meanwhile,
+    nor the temporary file."""
+    def half_copy(src, dst):
+        Path(dst).write_bytes(Path(src).read_bytes()[:1000])
+        raise OSError("no space left on device")
+
+    monkeypatch.setattr(fetch.shutil, "copyfile", half_copy)
+    with pytest.raises(OSError, match="no space left"):
+        fetch.fetch_sfm(tmp_path / "dest", source_dir=sfm_folder, download=False, progress=False)
+    assert list((tmp_path / "dest").iterdir()) == []
+
+
+def test_write_atomic_leaves_the_old_file_when_cut_short(tmp_path, monkeypatch):
+    """paths.write_atomic (the model's .npz cache, the datasets' manifests) replaces a file whole: written
+    in full it holds the new bytes; cut short before the rename, the old file is untouched and the temporary
+    one gone."""
+    target = tmp_path / "cache.npz"
+    target.write_bytes(b"old")
+    paths.write_atomic(target, b"new contents")
+    assert target.read_bytes() == b"new contents" and [f.name for f in tmp_path.iterdir()] == ["cache.npz"]
+
+    def full_disk(fd):
+        raise OSError("no space left on device")
+
+    monkeypatch.setattr(paths.os, "fsync", full_disk)
+    with pytest.raises(OSError, match="no space left"):
+        paths.write_atomic(target, b"never seen")
+    assert target.read_bytes() == b"new contents" and [f.name for f in tmp_path.iterdir()] == ["cache.npz"]
 
 
 def test_download_failure_is_explained(tmp_path, monkeypatch):
