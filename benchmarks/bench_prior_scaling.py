@@ -110,10 +110,13 @@ def main() -> None:
     runs = _common.stored_runs(args.out)
     if not args.summary:
         data.build_dataset("lite")
-        steps = len(data.load_split("lite")) // 32 * args.epochs     # on all people; every size the same
-        other = {r["photos"] // 32 * r["epochs"] for r in runs if r["people"] == 300}
-        if other - {steps}:
-            raise SystemExit(f"{args.out} holds runs of {sorted(other)} optimiser steps, these would train "
+        # the optimiser steps on all people; train.fewer_people gives every size about as many (within 4%)
+        batch = train.TrainConfig.lite().batch_size
+        steps = len(data.load_split("lite")) // batch * args.epochs
+        other = sorted({r["photos"] // batch * r["epochs"] for r in runs
+                        if abs(r["photos"] // batch * r["epochs"] - steps) > 0.05 * steps})
+        if other:
+            raise SystemExit(f"{args.out} holds runs of {other} optimiser steps, these would train about "
                              f"{steps}: write them to another --out")
         model = load_model()
         for seed in args.seeds:

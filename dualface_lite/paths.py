@@ -17,6 +17,7 @@ import functools
 import hashlib
 import os
 import sys
+import threading
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -58,10 +59,11 @@ def result_dir(kind: str, name: str, root=None) -> Path:
 
 def write_atomic(path, data: bytes) -> None:
     """Write a file so that it is either absent or complete: a temporary file beside it, flushed to
-    disk, renamed into place. An error on the way removes the temporary file; a killed process leaves
-    at most a ``*.tmp-<pid>`` file."""
+    disk, renamed into place. The temporary file is named after the process and the thread, so that
+    concurrent writers of one path never share it; an error on the way removes it, a killed process
+    leaves at most a ``*.tmp-<pid>-<thread>`` file."""
     path = Path(path)
-    tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
+    tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}-{threading.get_ident()}")
     try:
         with open(tmp, "wb") as f:
             f.write(data)
