@@ -18,7 +18,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
 import subprocess
 import sys
 import tarfile
@@ -105,14 +104,9 @@ def fetch_sfm(dest: Path | str | None = None, source_dir: Path | str | None = No
             if sha256(src) != SFM_FILES[name]:
                 raise ModelFilesError(f"{src} does not match its SHA-256 {SFM_FILES[name]}: "
                                       "not the file of eos commit " + EOS_COMMIT)
-            # through a file of this process's own, renamed into place: another process checking or
-            # reading the folder meanwhile never meets a half-copied file under the final name
-            part = dest / f"{name}.part-{os.getpid()}"
-            try:
-                shutil.copyfile(src, part)
-                part.replace(dest / name)
-            finally:
-                part.unlink(missing_ok=True)
+            # whole or not at all: another process checking or reading the folder meanwhile never meets a
+            # half-copied file under the final name
+            paths.write_atomic(dest / name, src.read_bytes())
         return dest
     if not download:
         raise ModelFilesError(_instructions(dest, todo))

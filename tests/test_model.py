@@ -1,5 +1,4 @@
 import shutil
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -135,11 +134,10 @@ def test_a_copy_that_fails_half_way_leaves_no_file_under_its_name(sfm_folder, tm
     """fetch_sfm copies each file through a temporary one renamed into place: a copy cut short (a full disk,
     a kill) leaves neither a half file under the final name, which another process could read meanwhile,
     nor the temporary file."""
-    def half_copy(src, dst):
-        Path(dst).write_bytes(Path(src).read_bytes()[:1000])
+    def full_disk(fd):
         raise OSError("no space left on device")
 
-    monkeypatch.setattr(fetch.shutil, "copyfile", half_copy)
+    monkeypatch.setattr(paths.os, "fsync", full_disk)   # after the bytes are written, before the rename
     with pytest.raises(OSError, match="no space left"):
         fetch.fetch_sfm(tmp_path / "dest", source_dir=sfm_folder, download=False, progress=False)
     assert list((tmp_path / "dest").iterdir()) == []
