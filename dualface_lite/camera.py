@@ -39,6 +39,9 @@ __all__ = ["Camera", "rotation_matrix", "euler_angles", "perspective_camera", "o
 #: the face crop's side, in units of the larger side of the landmarks' bounding box (:func:`face_crop`)
 CROP_SCALE = 1.4
 
+_EYE3 = np.eye(3)
+_ORTHO_TOL = 1e-5 + 1e-5 * _EYE3   # np.allclose(R R^T, I, atol=1e-5): atol + rtol |I| per entry
+
 
 def _pixels(uv) -> np.ndarray:
     """Pixel coordinates (..., 2) as float64, or a ValueError."""
@@ -93,7 +96,12 @@ class Camera:
         self.t = np.asarray(self.t, dtype=np.float64).reshape(-1)
         if self.R.shape != (3, 3):
             raise ValueError(f"R must have shape (3, 3), got {self.R.shape}")
-        if not np.allclose(self.R @ self.R.T, np.eye(3), atol=1e-5) or np.linalg.det(self.R) < 0:
+        # orthonormal within np.allclose(R R^T, I, atol=1e-5)'s tolerance, det +1 (written out: cameras
+        # are made in every step of a fit, and the library calls cost more than the fit's own arithmetic)
+        R = self.R
+        if not (np.abs(R @ R.T - _EYE3) <= _ORTHO_TOL).all() or (
+                R[0, 0] * (R[1, 1] * R[2, 2] - R[1, 2] * R[2, 1]) - R[0, 1] * (R[1, 0] * R[2, 2] - R[1, 2] * R[2, 0])
+                + R[0, 2] * (R[1, 0] * R[2, 1] - R[1, 1] * R[2, 0])) < 0:
             raise ValueError("R must be a rotation matrix (orthonormal, det +1)")
         if self.t.shape != (3,):
             raise ValueError(f"t must have shape (3,), got {self.t.shape}")

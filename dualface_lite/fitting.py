@@ -61,6 +61,7 @@ __all__ = ["Fit", "fit_landmarks", "estimate_camera", "solve_shape", "contour_co
 
 CONTOUR_METHODS = ("ray", "outline", "candidates", "fixed")
 _GN_STEPS = 5        # Levenberg-Marquardt steps per iteration of the fit
+_I3 = np.eye(3)
 _WEDGE_DEG = 2.0     # half-angle of the rays of the "ray" contour update
 
 # Defaults chosen by benchmarks/tune_fitting.py on a validation mix (seeds 50000+: the kit's
@@ -90,8 +91,24 @@ def _rodrigues(w: np.ndarray) -> np.ndarray:
     th = float(np.sqrt(w @ w))
     K = np.array([[0.0, -w[2], w[1]], [w[2], 0.0, -w[0]], [-w[1], w[0], 0.0]])
     if th < 1e-12:
-        return np.eye(3) + K
-    return np.eye(3) + np.sin(th) / th * K + (1 - np.cos(th)) / th**2 * (K @ K)
+        return _I3 + K
+    return _I3 + np.sin(th) / th * K + (1 - np.cos(th)) / th**2 * (K @ K)
+
+
+def _weighed(a: np.ndarray, Wl) -> np.ndarray:
+    """``W_i a_i`` in place for the landmarks ``i`` whose weight is not the identity; ``a`` (68, 2) or
+    (68, 2, P); ``Wl`` ``None`` (all identity) or ``(rows, W)`` from :func:`_jaw_weights`."""
+    if Wl is not None and len(Wl[0]):
+        rows, W = Wl
+        a[rows] = W @ a[rows] if a.ndim == 3 else (W @ a[rows][:, :, None])[:, :, 0]
+    return a
+
+
+def _weight_rows(Wl: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``(rows, Wl[rows])``: the landmarks whose (2, 2) weight is not the identity (the identity changes
+    nothing, so :func:`_weighed` skips those rows)."""
+    rows = np.flatnonzero(~(Wl == np.eye(2)).all(axis=(1, 2)))
+    return rows, Wl[rows]
 
 
 def _affine_camera(X: np.ndarray, y: np.ndarray):
@@ -129,15 +146,15 @@ def _gauss_newton(X0: np.ndarray, Bp: np.ndarray, y: np.ndarray, R: np.ndarray, 
     (``d(R X)/dw = -[R X]_x``), and ``diag(sqrt(w))`` for the ridge rows. Each step
     solves ``(J^T J + mu diag(J^T J)) delta = -J^T r``; ``mu`` grows until the
     step lowers ``E``. With no shape columns this is the camera refinement of
-    :func:`estimate_camera`."""
+    :func:`estimate_camera`. ``Wl``: the landmarks' residual weights ``W_i`` (each residual
+    becomes ``W_i r_i``) as ``(rows, W)`` from :func:`_weight_rows`; ``None``: all the identity."""
     L, _, K = Bp.shape
     sw = np.sqrt(w)
 
     def resid(R, s, t2, c):
         X = X0 + Bp @ c if K else X0
         r = s * (X @ R[:2].T + t2) - y
-        r = (r if Wl is None else (Wl @ r[:, :, None])[:, :, 0]).reshape(-1)
-        return np.concatenate([r, sw * c]) if K else r
+        return np.concatenate([_weighed(r, Wl).reshape(-1), sw * c]) if K else _weighed(r, Wl).reshape(-1)
 
     r = resid(R, s, t2, c)
     cost = r @ r
@@ -153,16 +170,16 @@ def _gauss_newton(X0: np.ndarray, Bp: np.ndarray, y: np.ndarray, R: np.ndarray, 
         Jd[:, 0, 1], Jd[:, 0, 2] = s * Y[:, 2], -s * Y[:, 1]
         Jd[:, 1, 0], Jd[:, 1, 2] = -s * Y[:, 2], s * Y[:, 0]
         Jd[:, :, 3] = Y[:, :2] + t2
-        Jd[:, :, 4:6] = s * np.eye(2)
+        Jd[:, 0, 4] = Jd[:, 1, 5] = s
+        Jd[:, 0, 5] = Jd[:, 1, 4] = 0.0
         if K:
             Jd[:, :, 6:] = s * (R[:2] @ Bp)
-        if Wl is not None:
-            Jd[:] = Wl @ Jd
+        _weighed(Jd, Wl)
         H, g = J.T @ J, J.T @ r
         dH = np.diag(H) + 1e-12
         for _ in range(10):
             Hd = H.copy()
-            Hd[np.diag_indices_from(Hd)] += mu * dH
+            Hd.flat[::Hd.shape[0] + 1] += mu * dH   # the diagonal
             step = np.linalg.solve(Hd, -g)
             if -(g @ step) <= tol * max(cost, 1e-30):   # predicted gain negligible: converged
                 break
@@ -211,6 +228,8 @@ def _perspective_lm(X0: np.ndarray, Bp: np.ndarray, y: np.ndarray, R: np.ndarray
 
         dy_i/dV_i = q [[1, 0, x/d], [0, 1, y/d]],   dV/dw = -[R X_i]_x,   dV/dt = I,
         dV/dc = R Bp_i,   dy_i/da = y_i - dbar * dy_i/dV_z.
+
+    ``Wl``: the weights ``W_i`` as ``(rows, W)`` (:func:`_weight_rows`), ``None`` for none.
     """
     L, _, K = Bp.shape
     fit_f = log_f_prior is not None
@@ -224,8 +243,7 @@ def _perspective_lm(X0: np.ndarray, Bp: np.ndarray, y: np.ndarray, R: np.ndarray
         if np.any(d <= 1e-6):
             return None
         r = f * V[:, :2] / d[:, None] - y
-        r = (r if Wl is None else (Wl @ r[:, :, None])[:, :, 0]).reshape(-1)
-        parts = [r, sw * c]
+        parts = [_weighed(r, Wl).reshape(-1), sw * c]
         if fit_f:
             parts.append([log_f_prior[1] * (np.log(f) - log_f_prior[0])])
         return np.concatenate(parts)
@@ -257,14 +275,13 @@ def _perspective_lm(X0: np.ndarray, Bp: np.ndarray, y: np.ndarray, R: np.ndarray
             Jd[:, :, 6] = q[:, None] * V[:, :2] - G[:, :, 2] * dbar
         if K:
             Jd[:, :, 6 + nf:] = G @ (R @ Bp)
-        if Wl is not None:
-            Jd[:] = Wl @ Jd
+        _weighed(Jd, Wl)
         H, g = J.T @ J, J.T @ r
         dH = np.diag(H) + 1e-12
         ok = False
         for _ in range(10):
             Hd = H.copy()
-            Hd[np.diag_indices_from(Hd)] += mu * dH
+            Hd.flat[::Hd.shape[0] + 1] += mu * dH   # the diagonal
             step = np.linalg.solve(Hd, -g)
             if -(g @ step) <= tol * max(cost, 1e-30):
                 break
@@ -494,12 +511,12 @@ def silhouette_along_rays(model: MorphableModel, vertices, camera: Camera, throu
     c = camera.project(centre3[None])[0]
     dirs = q - c
     dirs /= np.linalg.norm(dirs, axis=1, keepdims=True) + 1e-12
-    rel = p - c
-    along = rel @ dirs.T                                   # (N, R) distance along each ray
-    r = np.sqrt((rel**2).sum(1))[:, None] + 1e-9
+    rel = (p - c).T                                        # (2, N)
+    along = dirs @ rel                                     # (R, N) distance along each ray
+    r = np.sqrt(rel[0]**2 + rel[1]**2) + 1e-9
     inside = along > r * np.cos(np.deg2rad(wedge_deg))    # within the wedge around the ray
-    best = np.where(inside, along, -np.inf).argmax(axis=0).astype(np.int64)
-    return best, inside.any(axis=0)
+    best = np.where(inside, along, -np.inf).argmax(axis=1).astype(np.int64)
+    return best, inside.any(axis=1)
 
 
 def contour_correspondences(model: MorphableModel, vertices, camera: Camera, landmarks,
@@ -885,6 +902,7 @@ def fit_landmarks(model: MorphableModel, landmarks, image=None, *, lam: float = 
 
     y = np.stack([L[:, 0] - centre[0], centre[1] - L[:, 1]], axis=1)   # y-up, centred
     Wl = _jaw_weights(y, jaw)
+    Wj = _weight_rows(Wl)
     lm_vert = model.ibug68.astype(np.int64).copy()
     inner = IBUG_NOT_JAW
 
@@ -906,7 +924,7 @@ def fit_landmarks(model: MorphableModel, landmarks, image=None, *, lam: float = 
                             weights=Wl)
         if joint:       # (c) pose and shape together
             R, s, t2, c = _gauss_newton(mean[lm_vert], Bl, y, cam.R, cam.focal, cam.t[:2], c, w,
-                                        n_iter=_GN_STEPS, Wl=Wl)
+                                        n_iter=_GN_STEPS, Wl=Wj)
             V = face(c)
             cam = _make_camera(R, s, t2, W, H, center=centre)
         else:           # (c') textbook alternation: camera for the new shape
@@ -925,7 +943,7 @@ def fit_landmarks(model: MorphableModel, landmarks, image=None, *, lam: float = 
         for _ in range(_PERSPECTIVE_PASSES):
             lm_vert[IBUG_JAW] = contour_correspondences(model, V, cam, L, method=contour, wedge_deg=_WEDGE_DEG)
             R, t, f, c = _perspective_lm(mean[lm_vert], B[lm_vert][:, :, cols], y, cam.R, cam.t, cam.focal, c,
-                                         w, Wl=Wl, n_iter=_PERSPECTIVE_STEPS, log_f_prior=prior)
+                                         w, Wl=Wj, n_iter=_PERSPECTIVE_STEPS, log_f_prior=prior)
             V = face(c)
             cam = replace(cam, R=R, t=t, focal=f)
     lm_vert[IBUG_JAW] = contour_correspondences(model, V, cam, L, method=contour, wedge_deg=_WEDGE_DEG)

@@ -299,13 +299,16 @@ def _project(camera: Camera, V: np.ndarray):
 
 
 def _setup(camera: Camera, V: np.ndarray, F: np.ndarray, cull_backfaces: bool):
-    """Per-triangle quantities of the triangles that can cover a pixel centre."""
+    """Per-triangle quantities of the triangles that can cover a pixel centre, one
+    contiguous array per quantity (rows ``tri`` of ``F``)."""
     W, H = camera.width, camera.height
     u, v, w, ok = _project(camera, V)
-    tu, tv, tw = u[F], v[F], w[F]  # (T, 3)
-    valid = ok[F].all(axis=1)
-    e1u, e1v = tu[:, 1] - tu[:, 0], tv[:, 1] - tv[:, 0]
-    e2u, e2v = tu[:, 2] - tu[:, 0], tv[:, 2] - tv[:, 0]
+    Ft = F.T                                     # (3, T): each corner's vertices, one row
+    tu, tv, tw = u.take(Ft), v.take(Ft), w.take(Ft)   # (3, T), rows contiguous
+    okt = ok.take(Ft)
+    valid = okt[0] & okt[1] & okt[2]
+    e1u, e1v = tu[1] - tu[0], tv[1] - tv[0]
+    e2u, e2v = tu[2] - tu[0], tv[2] - tv[0]
     # Twice the signed area in pixel coordinates. v points down, so a triangle that
     # is counter-clockwise seen from the camera (it faces the camera) has area < 0.
     area = e1u * e2v - e1v * e2u
@@ -314,21 +317,22 @@ def _setup(camera: Camera, V: np.ndarray, F: np.ndarray, cull_backfaces: bool):
         if cull_backfaces:
             valid &= area < 0
         # pixel-centre bounding box, clipped to the image
-        jmin = np.ceil(np.clip(tu.min(axis=1), -1, W))
-        jmax = np.floor(np.clip(tu.max(axis=1), -1, W))
-        imin = np.ceil(np.clip(tv.min(axis=1), -1, H))
-        imax = np.floor(np.clip(tv.max(axis=1), -1, H))
-    jmin, imin = np.maximum(jmin, 0), np.maximum(imin, 0)
-    jmax, imax = np.minimum(jmax, W - 1), np.minimum(imax, H - 1)
-    bw, bh = jmax - jmin + 1, imax - imin + 1
+        jmin = np.ceil(np.clip(np.minimum(np.minimum(tu[0], tu[1]), tu[2]), -1, W))
+        jmax = np.floor(np.clip(np.maximum(np.maximum(tu[0], tu[1]), tu[2]), -1, W))
+        imin = np.ceil(np.clip(np.minimum(np.minimum(tv[0], tv[1]), tv[2]), -1, H))
+        imax = np.floor(np.clip(np.maximum(np.maximum(tv[0], tv[1]), tv[2]), -1, H))
+    np.maximum(jmin, 0, out=jmin)
+    np.maximum(imin, 0, out=imin)
+    bw = np.minimum(jmax, W - 1) - jmin + 1
+    bh = np.minimum(imax, H - 1) - imin + 1
     valid &= (bw > 0) & (bh > 0)
     keep = np.flatnonzero(valid)
     a = area[keep]
     # Cramer's rule on p - p0 = l1 e1 + l2 e2:  l1 = a1 du + b1 dv,  l2 = a2 du + b2 dv
     # with (du, dv) = p - p0. Stored per triangle: u0, v0, a1, b1, a2, b2.
-    coef = np.stack([tu[keep, 0], tv[keep, 0], e2v[keep] / a, -e2u[keep] / a,
-                     -e1v[keep] / a, e1u[keep] / a], axis=1)
-    depth = 1.0 / tw[keep] if camera.kind == "perspective" else tw[keep]
+    coef = (tu[0, keep], tv[0, keep], e2v[keep] / a, -e2u[keep] / a, -e1v[keep] / a, e1u[keep] / a)
+    tw = tw[:, keep]
+    depth = 1.0 / tw if camera.kind == "perspective" else tw
     return dict(tri=keep, coef=coef, depth=depth,
                 jmin=jmin[keep].astype(np.int64), imin=imin[keep].astype(np.int64),
                 bw=bw[keep].astype(np.int64), bh=bh[keep].astype(np.int64))
@@ -337,27 +341,28 @@ def _setup(camera: Camera, V: np.ndarray, F: np.ndarray, cull_backfaces: bool):
 def _boxes(T: dict):
     """Cut bounding boxes into row bands of at most ``_CHUNK`` pixels; yield chunks of bands.
 
-    Each chunk is ``(item, rows, bw, counts)`` per band: the index into ``T``; the
-    band's barycentric plane ``[j0, i0, l1(j0, i0), a1, b1, l2(j0, i0), a2, b2]``
+    Each chunk is ``(item, plane, bw, counts)`` per band: the index into ``T``; the
+    band's barycentric plane, 8 rows ``[j0, i0, l1(j0, i0), a1, b1, l2(j0, i0), a2, b2]``
     at its top-left pixel ``(j0, i0)``; its width; its pixel count. A chunk holds
     at most about ``2 * _CHUNK`` pixels.
     """
     bw, bh = T["bw"], T["bh"]
     rows = np.maximum(1, _CHUNK // bw)          # rows of a band
     nb = -(-bh // rows)                           # bands per box (1 for all but huge boxes)
+    u0, v0, a1, b1, a2, b2 = T["coef"]
     if np.all(nb == 1):
         item = np.arange(len(bw))
-        imin, bhb = T["imin"], bh
+        jmin, imin, bwb, bhb = T["jmin"], T["imin"], bw, bh
     else:
         item = np.repeat(np.arange(len(bw)), nb)
         band = np.arange(len(item)) - np.repeat(np.cumsum(nb) - nb, nb)
         off = band * rows[item]
         imin = T["imin"][item] + off
         bhb = np.minimum(rows[item], bh[item] - off)
-    jmin, bwb = T["jmin"][item], bw[item]
-    u0, v0, a1, b1, a2, b2 = T["coef"][item].T
+        jmin, bwb = T["jmin"][item], bw[item]
+        u0, v0, a1, b1, a2, b2 = (x[item] for x in (u0, v0, a1, b1, a2, b2))
     du, dv = jmin - u0, imin - v0
-    plane = np.stack([jmin, imin, a1 * du + b1 * dv, a1, b1, a2 * du + b2 * dv, a2, b2], axis=1)
+    plane = np.stack([jmin, imin, a1 * du + b1 * dv, a1, b1, a2 * du + b2 * dv, a2, b2])   # (8, bands)
     counts = bwb * bhb
     ends = np.cumsum(counts)
     starts = ends - counts
@@ -365,34 +370,37 @@ def _boxes(T: dict):
     cut = np.unique(np.append(cut, len(item)))
     for lo, hi in zip(cut[:-1], cut[1:]):
         s = slice(lo, hi)
-        yield item[s], plane[s], bwb[s], counts[s]
+        yield item[s], plane[:, s], bwb[s], counts[s]
 
 
-def _candidates(camera: Camera, T: dict, item, plane, bw, counts):
-    """Inside (triangle, pixel) pairs of one chunk: triangle row, flat pixel, depth, bary (3, K)."""
+def _candidates(camera: Camera, T: dict, item, plane, bw, counts, bary: bool = True):
+    """Inside (triangle, pixel) pairs of one chunk: triangle row, flat pixel, depth, bary (3, K)
+    (``None`` when ``bary=False``: the depth alone)."""
     K = int(counts.sum())
     c = np.repeat(np.arange(len(item)), counts)                  # band of each candidate
     local = np.arange(K) - np.repeat(np.cumsum(counts) - counts, counts)
-    di = local // bw[c]                                          # offset in the band: row,
-    dj = local - di * bw[c]                                      # column
-    P = plane[c]                                                 # (K, 8): one gather of rows
-    l1 = P[:, 2] + P[:, 3] * dj + P[:, 4] * di                   # barycentrics are affine
-    l2 = P[:, 5] + P[:, 6] * dj + P[:, 7] * di                   # in the image
+    bwc = bw.take(c)
+    di = local // bwc                                            # offset in the band: row,
+    dj = local - di * bwc                                        # column
+    # barycentrics are affine in the image
+    l1 = plane[2].take(c) + plane[3].take(c) * dj + plane[4].take(c) * di
+    l2 = plane[5].take(c) + plane[6].take(c) * dj + plane[7].take(c) * di
     l0 = 1.0 - l1 - l2
     inside = np.flatnonzero((l0 >= -_EPS) & (l1 >= -_EPS) & (l2 >= -_EPS))
-    l = np.stack([l0[inside], l1[inside], l2[inside]])           # (3, K_in)
+    l0, l1, l2 = l0[inside], l1[inside], l2[inside]
     c = c[inside]
-    t = item[c]                                                  # row into T
-    p = (plane[c, 1].astype(np.int64) + di[inside]) * camera.width + plane[c, 0].astype(np.int64) + dj[inside]
-    z = T["depth"][t].T                                          # (3, K_in)
-    if camera.kind == "perspective":
-        q = l * z                      # l_k / w_k  (T["depth"] holds 1 / w here)
-        d = 1.0 / q.sum(axis=0)        # 1/depth is affine in the image
-        bary = q * d                   # perspective-correct weights
+    t = item.take(c)                                             # row into T
+    p = ((plane[1].take(c).astype(np.int64) + di[inside]) * camera.width
+         + plane[0].take(c).astype(np.int64) + dj[inside])
+    z0, z1, z2 = (z.take(t) for z in T["depth"])
+    if camera.kind == "perspective":   # T["depth"] holds 1 / w here
+        q0, q1, q2 = l0 * z0, l1 * z1, l2 * z2      # l_k / w_k
+        d = 1.0 / (q0 + q1 + q2)                     # 1/depth is affine in the image
+        b = np.stack([q0 * d, q1 * d, q2 * d]) if bary else None   # perspective-correct weights
     else:
-        d = (l * z).sum(axis=0)
-        bary = l
-    return t, p, d, bary
+        d = l0 * z0 + l1 * z1 + l2 * z2
+        b = np.stack([l0, l1, l2]) if bary else None
+    return t, p, d, b
 
 
 def _rasterize(camera: Camera, V: np.ndarray, F: np.ndarray, attributes: bool = True,
@@ -405,7 +413,7 @@ def _rasterize(camera: Camera, V: np.ndarray, F: np.ndarray, attributes: bool = 
     T = _setup(camera, V, F, cull_backfaces)
     if len(T["tri"]):
         for chunk in _boxes(T):
-            t, p, d, b = _candidates(camera, T, *chunk)
+            t, p, d, b = _candidates(camera, T, *chunk, bary=attributes)
             if len(p) == 0:
                 continue
             np.minimum.at(zbuf, p, d)          # z-buffer: nearest depth so far per pixel

@@ -152,12 +152,14 @@ class AppearanceNet(nn.Module):
         if len(crops) == 0:
             return torch.zeros((0, self.n_vertices, 3))
         was, device = self.training, self.offset_scale.device
-        self.eval()
+        if was:   # switching walks every submodule: skipped when already evaluating (a trained network)
+            self.eval()
         try:
             return torch.cat([self(crops[i:i + batch_size].to(device)).float().cpu()
                               for i in range(0, len(crops), batch_size)])
         finally:
-            self.train(was)
+            if was:
+                self.train()
 
     def __repr__(self) -> str:
         return (f"AppearanceNet({self.backbone}, input {self.input_size} px, feature map "
