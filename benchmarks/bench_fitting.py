@@ -62,6 +62,7 @@ from eos_peer import EosPeer  # noqa: E402
 
 METHODS = ("ours", "eos", "lm2vertex", "mean")
 SEED0 = 100000
+ERROR_TARGET, TIME_TARGET = 0.85, 0.4   # ours / eos-py, every condition
 
 
 def landmark_px(model, vertices, camera, landmarks) -> float:
@@ -176,6 +177,11 @@ def print_table(res: dict) -> None:
           f"contour fit {'on' if res['eos']['contour'] else 'OFF'}; BLAS threads "
           f"{res['machine']['blas_threads']}; load average {res['machine']['load_average_start'][0]:.1f} at the "
           f"start, {res['machine']['load_average'][0]:.1f} at the end)")
+    r = res["results"]
+    met = all(r[c]["ratio_ours_over_eos"]["error"] <= ERROR_TARGET and r[c]["ratio_ours_over_eos"]["time"] <= TIME_TARGET
+              and r[c]["ours"]["error_mm"] <= r[c]["lm2vertex"]["error_mm"] for c in r)
+    print(f"target: error <= {ERROR_TARGET}x eos's and <= Lm2Vertex's, time <= {TIME_TARGET}x eos's in every "
+          f"condition -> {'meets' if met else 'misses'}")
 
 
 def main(argv=None) -> dict:
