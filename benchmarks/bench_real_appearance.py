@@ -7,10 +7,12 @@ variant of Table III (and Lm2Vertex) reconstructs it. The table beside it is the
 synthetic test photos. Intervals: 95% bootstrap over people (``evaluation.evaluate``); the paired
 comparisons say whether a learnt stage helps or hurts against the landmark fit it starts from.
 
-Also the learnt stages' harm per texture, and a candidate out-of-distribution signal per photo: the distance
-of the ResNet trunk's pooled features from those of the training photos (Mahalanobis, in the training
-photos' principal subspace), with its area under the ROC curve for telling apart the photos where
-ResNetGC's residual makes S0 worse from those where it makes it better.
+Also the learnt stages' harm per texture, and candidate out-of-distribution signals per photo (the distance of
+the ResNet trunk's pooled features from those of the training photos, Mahalanobis in their principal
+subspace; the same for the colours S0 reads; how far the prior's and ResNetGC's corrections disagree; the
+size of Ours' residual; how much a network's residual moves when the crop moves a little), each with its area
+under the ROC curve for telling apart the photos where a learnt stage makes its starting point worse from
+those where it makes it better.
 
 Usage::
 
@@ -82,6 +84,19 @@ def colour_stats(d):
     return np.array(out)
 
 
+def jitter_spread(net, images, landmarks, step=0.03):
+    """How much the network's residual moves (mm, mean over vertices of the spread over the variants) when the
+    crop moves by ``step`` of the face's size left, right, up and down and grows and shrinks by that much:
+    a network that reads what it learnt should answer a slightly moved crop of the same face alike."""
+    lm = np.asarray(landmarks, np.float64)
+    centre = lm.mean(1, keepdims=True)
+    size = np.ptp(lm, axis=1).max(1)[:, None, None]
+    moves = [lambda x: x] + [lambda x, v=v: x + step * size * np.array(v) for v in ((1, 0), (-1, 0), (0, 1), (0, -1))]
+    moves += [lambda x, f=f: centre + f * (x - centre) for f in (1 + step, 1 - step)]
+    out = np.stack([net.residuals(net.crops(images, m(lm).astype(np.float32))) for m in moves])   # (K, M, N, 3)
+    return np.linalg.norm(out - out.mean(0), axis=3).mean((0, 2))
+
+
 def signals(dual, train_set, d):
     """Candidate out-of-distribution signals, one number per photo of ``d``."""
     rows = np.arange(0, len(train_set), max(1, len(train_set) // 600))
@@ -99,6 +114,8 @@ def signals(dual, train_set, d):
     out["prior's and ResNetGC's corrections disagree (mm)"] = np.linalg.norm(prior_move - net_move, axis=2).mean(1)
     ours = dual.networks["Ours"]
     out["Ours' residual size (mm)"] = np.linalg.norm(ours.residuals(ours.crops(d.image, d.landmarks)), axis=2).mean(1)
+    for name in ("ResNetGC", "Ours"):
+        out[f"{name}'s residual under a moved crop, spread (mm)"] = jitter_spread(dual.networks[name], d.image, d.landmarks)
     return out
 
 
