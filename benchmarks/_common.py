@@ -82,6 +82,8 @@ def machine_info() -> dict:
     if "torch" in sys.modules:
         info["torch"] = sys.modules["torch"].__version__
         info["torch_threads"] = sys.modules["torch"].get_num_threads()
+        # the vector instructions torch's CPU kernels use: trained figures move with them
+        info["cpu_capability"] = sys.modules["torch"].backends.cpu.get_cpu_capability()
     return info
 
 

@@ -10,8 +10,9 @@ over all the runs recorded here.
 Networks trained with the book's thread count (2) share the kit's network cache (the book trained seed 0);
 other thread counts train into ``data/cache/spread/threads<N>`` so that the cache's networks are not reused.
 
-Each (seed, threads) run is stored in ``benchmarks/results/trained_spread.json`` (committed: the tests'
-bounds come from it), replacing an earlier run of the same pair; the summary (mean, sd, min, max, the
+Each (seed, threads, CPU capability) run is stored in ``benchmarks/results/trained_spread.json`` (committed: the
+tests' bounds come from it), replacing a stored run of the same seed and threads on a CPU with the same vector
+instructions (``torch.backends.cpu.get_cpu_capability()``: AVX2, AVX512, ...); the summary (mean, sd, min, max, the
 floor and ceiling at 4 sd) is recomputed over every stored run and printed.
 
 Usage::
@@ -67,6 +68,12 @@ def _flatten(d: dict, prefix: str = "") -> dict:
     return out
 
 
+def run_key(r: dict) -> tuple:
+    """A run replaces a stored one of the same threads, seed and vector instructions (``cpu_capability``, as
+    torch reports it; empty for runs stored without it): runs of other CPUs are kept beside it."""
+    return r["threads"], r["seed"], r["machine"].get("cpu_capability") or ""
+
+
 def summary(runs: list) -> dict:
     """{figure: {mean, sd, min, max, n, floor, ceiling}} over the runs (sd with ddof=1)."""
     flat = [_flatten(r["figures"]) for r in runs]
@@ -91,11 +98,12 @@ def main() -> None:
         data.build_dataset("lite")
         for s in args.seeds:
             r = run(s, threads)
-            runs = _common.with_run(runs, r, lambda x: (x["threads"], x["seed"]))
+            runs = _common.with_run(runs, r, run_key)
             print(f"seed {s}, {threads} thread(s): {r['seconds']:.0f} s")
             _common.write_results(args.out, {"runs": runs, "summary": summary(runs)})
     table = summary(runs)
-    print(f"{len(runs)} runs: " + ", ".join(f"seed {r['seed']}/{r['threads']}t" for r in runs))
+    print(f"{len(runs)} runs: " + ", ".join(f"seed {r['seed']}/{r['threads']}t/{r['machine'].get('cpu_capability', '?')}"
+                                          for r in runs))
     print(f"{'figure':48s} {'mean':>8s} {'sd':>7s} {'min':>8s} {'max':>8s} {'floor':>8s} {'ceiling':>8s}")
     for k, s in table.items():
         print(f"{k:48s} {s['mean']:8.4f} {s['sd']:7.4f} {s['min']:8.4f} {s['max']:8.4f} {s['floor']:8.4f} "
