@@ -90,10 +90,10 @@ def jitter_spread(net, images, landmarks, step=0.03):
     a network that reads what it learnt should answer a slightly moved crop of the same face alike."""
     lm = np.asarray(landmarks, np.float64)
     centre = lm.mean(1, keepdims=True)
-    size = np.ptp(lm, axis=1).max(1)[:, None, None]
-    moves = [lambda x: x] + [lambda x, v=v: x + step * size * np.array(v) for v in ((1, 0), (-1, 0), (0, 1), (0, -1))]
-    moves += [lambda x, f=f: centre + f * (x - centre) for f in (1 + step, 1 - step)]
-    out = np.stack([net.residuals(net.crops(images, m(lm).astype(np.float32))) for m in moves])   # (K, M, N, 3)
+    shift = step * np.ptp(lm, axis=1).max(1)[:, None, None]      # step of each face's size, px
+    variants = [lm] + [lm + shift * np.array(v) for v in ((1, 0), (-1, 0), (0, 1), (0, -1))]
+    variants += [centre + f * (lm - centre) for f in (1 + step, 1 - step)]
+    out = np.stack([net.residuals(net.crops(images, v.astype(np.float32))) for v in variants])   # (K, M, N, 3)
     return np.linalg.norm(out - out.mean(0), axis=3).mean((0, 2))
 
 
@@ -115,7 +115,8 @@ def signals(dual, train_set, d):
     ours = dual.networks["Ours"]
     out["Ours' residual size (mm)"] = np.linalg.norm(ours.residuals(ours.crops(d.image, d.landmarks)), axis=2).mean(1)
     for name in ("ResNetGC", "Ours"):
-        out[f"{name}'s residual under a moved crop, spread (mm)"] = jitter_spread(dual.networks[name], d.image, d.landmarks)
+        spread = jitter_spread(dual.networks[name], d.image, d.landmarks)
+        out[f"{name}'s residual under a moved crop, spread (mm)"] = spread
     return out
 
 

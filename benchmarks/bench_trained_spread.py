@@ -102,8 +102,8 @@ def main() -> None:
             print(f"seed {s}, {threads} thread(s): {r['seconds']:.0f} s")
             _common.write_results(args.out, {"runs": runs, "summary": summary(runs)})
     table = summary(runs)
-    print(f"{len(runs)} runs: " + ", ".join(f"seed {r['seed']}/{r['threads']}t/{r['machine'].get('cpu_capability', '?')}"
-                                          for r in runs))
+    print(f"{len(runs)} runs (seed/threads/CPU capability): "
+          + ", ".join(f"{r['seed']}/{r['threads']}t/{run_key(r)[2] or '?'}" for r in runs))
     print(f"{'figure':48s} {'mean':>8s} {'sd':>7s} {'min':>8s} {'max':>8s} {'floor':>8s} {'ceiling':>8s}")
     for k, s in table.items():
         print(f"{k:48s} {s['mean']:8.4f} {s['sd']:7.4f} {s['min']:8.4f} {s['max']:8.4f} {s['floor']:8.4f} "

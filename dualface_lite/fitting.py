@@ -97,7 +97,7 @@ def _rodrigues(w: np.ndarray) -> np.ndarray:
 
 def _weighed(a: np.ndarray, Wl) -> np.ndarray:
     """``W_i a_i`` in place for the landmarks ``i`` whose weight is not the identity; ``a`` (68, 2) or
-    (68, 2, P); ``Wl`` ``None`` (all identity) or ``(rows, W)`` from :func:`_jaw_weights`."""
+    (68, 2, P); ``Wl`` ``None`` (all identity) or ``(rows, W)`` from :func:`_weight_rows`."""
     if Wl is not None and len(Wl[0]):
         rows, W = Wl
         a[rows] = W @ a[rows] if a.ndim == 3 else (W @ a[rows][:, :, None])[:, :, 0]
@@ -153,8 +153,8 @@ def _gauss_newton(X0: np.ndarray, Bp: np.ndarray, y: np.ndarray, R: np.ndarray, 
 
     def resid(R, s, t2, c):
         X = X0 + Bp @ c if K else X0
-        r = s * (X @ R[:2].T + t2) - y
-        return np.concatenate([_weighed(r, Wl).reshape(-1), sw * c]) if K else _weighed(r, Wl).reshape(-1)
+        r = _weighed(s * (X @ R[:2].T + t2) - y, Wl).reshape(-1)
+        return np.concatenate([r, sw * c]) if K else r
 
     r = resid(R, s, t2, c)
     cost = r @ r
