@@ -30,7 +30,8 @@ RESULTS = HERE / "results"
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-_THREAD_VARS = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
+#: BLAS, OpenMP (torch) and OpenCV's own thread pool (the Haar cascade of the face check)
+_THREAD_VARS = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENCV_FOR_THREADS_NUM")
 
 #: How long the networks behind the committed results that chapter 6 reads (``prior_scaling.json``,
 #: ``shift.json``, ``lm2vertex_resnet.json``) trained: epochs on all 300 ``lite`` training people, 336
@@ -50,7 +51,7 @@ def threads_from_argv(argv, default: str = "1") -> str:
 
 
 def pin_threads(default: str = "1", argv=None) -> str:
-    """Set the BLAS/OpenMP thread count from ``--threads`` (or ``default``) through the
+    """Set the BLAS/OpenMP/OpenCV thread count from ``--threads`` (or ``default``) through the
     environment; call it before numpy is imported, or it has no effect. Returns the count."""
     n = threads_from_argv(sys.argv[1:] if argv is None else argv, default)
     for var in _THREAD_VARS:

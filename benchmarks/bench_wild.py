@@ -2,9 +2,9 @@
 
 1. **Time per stage** on scikit-image's astronaut (512 x 512, one face), median of ``--repeats`` runs after a
    warm-up, on ``--threads`` threads: face detection and landmarks (dlib's HOG detector and 68-point predictor;
-   face-alignment's FAN on dlib's boxes when its weights are in the torch hub cache; and the fast path without
-   the CNN check, HOG at upsample 0, which finds faces of about 80 px and more; and the largest face alone, the
-   path of ``dualface reconstruct``: candidates checked largest first until one is confirmed), the
+   face-alignment's FAN on dlib's boxes when its weights are in the torch hub cache; the path of ``dualface
+   reconstruct``, ``largest=True``: HOG without upsampling first, the candidates HOG is sure of checked first,
+   by the Haar cascade, until one is confirmed; and HOG alone at upsample 0, no check), the
    reconstruction (landmark fit, MRF prior, ResNet: ``DualNetwork.reconstruct``, variant Ours), the texture
    and the export to PLY, OBJ and GLB.
    Beside the peer's figures: 3DDFA_V2 reports 1.35 ms per face on 4 CPU threads and 4.4 ms on one, for its

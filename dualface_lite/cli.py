@@ -6,7 +6,8 @@
     dualface reconstruct photo.jpg -o out/ --variant GC          # the landmark fit alone: no network needed
     dualface fetch-model | build-dataset | train | evaluate ...  # the scripts of data_scripts/, same options
 
-``reconstruct`` takes the largest face of each photo. A photo that fails (not an image, no face, ...) is
+``reconstruct`` takes one face of each photo: the largest of those the detector is sure of
+(:func:`landmarks.detect_landmarks` with ``largest=True``). A photo that fails (not an image, no face, ...) is
 reported on one line and skipped; the others are written; the exit status is 1 if any failed. Nothing is
 overwritten without ``--force``.
 """
@@ -59,9 +60,10 @@ def _dual(variant: str, size: str):
 def reconstruct_photos(source, out, *, fmt: str = "ply", landmarks: str = "auto", variant: str = "Ours",
                        size: str = "lite", force: bool = False, allow_download: bool = False,
                        face_check: bool = True, progress: bool = True, log=print) -> tuple[list, list]:
-    """Reconstruct the largest face of each photo of ``source`` (a file or a folder) into ``out`` (a folder,
-    created if missing) as ``<photo name>.<fmt>`` (``<name>_<suffix>.<fmt>`` when two photos share a name).
-    ``face_check``: confirm each detected face with dlib's CNN detector (:func:`landmarks.detect_landmarks`).
+    """Reconstruct one face (``largest=True``) of each photo of ``source`` (a file or a folder) into ``out``
+    (a folder, created if missing) as ``<photo name>.<fmt>`` (``<name>_<suffix>.<fmt>`` when two photos share a name).
+    ``face_check``: confirm each detected face with OpenCV's Haar cascade or dlib's CNN detector
+    (:func:`landmarks.detect_landmarks`).
     Returns ``(written paths, [(photo, error message)])``."""
     from tqdm.auto import tqdm
 
@@ -102,7 +104,9 @@ def reconstruct_photos(source, out, *, fmt: str = "ply", landmarks: str = "auto"
                 f = lmk.detect_landmarks(image, landmarks, check=face_check, largest=True,
                                          allow_download=allow_download)[0]
                 how = f"{f.backend}, face found by {f.detector.upper()}" + (
-                    "" if math.isnan(f.check) else f", CNN check {f.check:.2f}")
+                    "" if math.isnan(f.check) else
+                    f", confirmed by the Haar cascade ({f.check:.0f} neighbours)" if f.checker == "haar" else
+                    f", confirmed by the CNN ({f.check:.2f})")
                 lm, n_candidates = f.landmarks, f.candidates
             r = dual.reconstruct(image, lm, variant)
             texture = None
@@ -111,7 +115,7 @@ def reconstruct_photos(source, out, *, fmt: str = "ply", landmarks: str = "auto"
             io.export_mesh(target, r.vertices, dual.model.triangles, r.colors, texcoords=dual.model.texcoords,
                            texture=texture, force=force)
             written.append(target)
-            faces_note = f", the largest face of {n_candidates} candidates" if n_candidates > 1 else ""
+            faces_note = f", one face of {n_candidates} candidates" if n_candidates > 1 else ""
             log(f"{photo.name} -> {target} ({variant}, landmarks: {how}{faces_note}, "
                 f"{time.perf_counter() - t0:.1f} s)")
             if r.unlike_training:
@@ -142,7 +146,8 @@ def _reconstruct_main(argv) -> int:
     ap.add_argument("--allow-download", action="store_true",
                     help="let face-alignment download its weights (about 100 MB) if they are missing")
     ap.add_argument("--no-face-check", action="store_true",
-                    help="take HOG's faces as they are, without the CNN's check (faster, fooled more easily)")
+                    help="take HOG's faces as they are, without the Haar cascade's or the CNN's check "
+                         "(faster, fooled more easily)")
     ap.add_argument("--quiet", action="store_true", help="no progress bar")
     args = ap.parse_args(argv)
     try:
