@@ -29,13 +29,12 @@ if __name__ == "__main__":
 
 import numpy as np  # noqa: E402
 
+from bench_wild import HAND  # noqa: E402
 from dualface_lite import fetch, landmarks  # noqa: E402
 
 NON_FACE_PHOTOS = ("coffee", "chelsea", "rocket", "coins", "horse", "hubble_deep_field", "immunohistochemistry",
                    "moon", "page", "text", "brick", "grass", "gravel", "retina", "cell", "clock", "colorwheel",
                    "logo", "cat", "microaneurysms", "checkerboard", "shepp_logan_phantom")
-#: the astronaut's nose tip, labelled by hand (as in tests/test_wild.py)
-ASTRONAUT_FACE = (225.0, 126.0)
 
 
 def as_rgb(image: np.ndarray) -> np.ndarray:
@@ -74,7 +73,7 @@ def face_photos() -> dict:
     """Each face photo with the centre of its one labelled face."""
     from skimage import data as skdata
 
-    out = {"astronaut": (skdata.astronaut(), np.array(ASTRONAUT_FACE))}
+    out = {"astronaut": (skdata.astronaut(), np.array(HAND[30], dtype=np.float64))}   # her nose tip
     for name, (photo, pts) in fetch.real_face_files().items():
         out[name] = (landmarks.read_image(photo), landmarks.read_pts(pts).mean(0))
     return out
@@ -90,7 +89,7 @@ def candidate_rows(image: np.ndarray, centre=None) -> list:
             face = centre is not None and box[0] <= centre[0] <= box[2] and box[1] <= centre[1] <= box[3]
             rows.append(dict(upsample=upsample, score=float(score), side=float(box[2] - box[0]), face=bool(face),
                              haar=landmarks.haar_neighbours(image, box),
-                             cnn=landmarks.cnn_confidence(image, box)))
+                             cnn=landmarks.cnn_confidence(image, box)))       # nan: not confirmed
     return rows
 
 
@@ -147,8 +146,10 @@ def main() -> None:
     photo = skdata.astronaut()
     boxes, scores = landmarks.hog_candidates(photo, upsample=0, threshold=0.0)
     box = boxes[0]
-    ms = {"Haar cascade (96 px crop)": _common.median_ms(lambda: landmarks.haar_neighbours(photo, box), 20),
-          "dlib's CNN (160 px crop)": _common.median_ms(lambda: landmarks.cnn_confidence(photo, box), 10),
+    ms = {f"Haar cascade ({landmarks.HAAR_SIDE} px crop)": _common.median_ms(
+              lambda: landmarks.haar_neighbours(photo, box), 20),
+          f"dlib's CNN ({landmarks.CHECK_SIDE} px crop)": _common.median_ms(
+              lambda: landmarks.cnn_confidence(photo, box), 10),
           "HOG, upsample 0 (512 px photo)": _common.median_ms(
               lambda: landmarks.hog_candidates(photo, upsample=0), 10),
           "HOG, upsample 1 (512 px photo)": _common.median_ms(
@@ -156,7 +157,9 @@ def main() -> None:
     for k, v in ms.items():
         print(f"one check / search, the astronaut: {k:32s}{v:7.1f} ms")
     _common.write_results(args.out, {"machine": _common.machine_info(), "confirmed": confirmed, "ms": ms,
-                                     "haar_neighbours": landmarks.HAAR_NEIGHBOURS, "rows": rows})
+                                     "haar_neighbours": landmarks.HAAR_NEIGHBOURS,
+                                     # JSON has no NaN: an unconfirmed candidate's CNN confidence is null
+                                     "rows": [dict(r, cnn=None if np.isnan(r["cnn"]) else r["cnn"]) for r in rows]})
 
 
 if __name__ == "__main__":

@@ -19,6 +19,7 @@ Usage::
     python benchmarks/bench_real_appearance.py            # the lite networks the book trained
     python benchmarks/bench_real_appearance.py --photometric --out benchmarks/results/real_appearance_photometric.json
     python benchmarks/bench_real_appearance.py --photo-like --out benchmarks/results/real_appearance_photo_like.json
+    python benchmarks/bench_real_appearance.py --delit --out benchmarks/results/real_appearance_delit.json
 
 ``--photo-like`` trains the three networks on the lite dataset built from ``synth.Population.photo_like()``
 (white eyes, hair, stubble and beards, a speckled skin; the same people, cameras and surfaces) and adds a
@@ -132,6 +133,9 @@ def main() -> None:
     ap.add_argument("--photometric", action="store_true",
                     help="networks trained with the photometric augmentation (TrainConfig.photometric; trained here "
                          "when not cached, about 8 min on 2 cores)")
+    ap.add_argument("--seed", type=int, default=0, help="the networks' training seed (TrainConfig.seed)")
+    ap.add_argument("--delit", action="store_true",
+                    help="the real textures without their photos' own shading (appearance.real_textures(delit=True))")
     ap.add_argument("--photo-like", action="store_true",
                     help="networks trained on the lite dataset of Population.photo_like() (built and trained here "
                          "when not cached, about 15 min on 2 cores)")
@@ -145,9 +149,9 @@ def main() -> None:
     for config in {lite.key(): lite, trained_on.key(): trained_on}.values():
         data.build_dataset(config, progress=True, model=model)
     test, train_set = data.load_split(lite, "test"), data.load_split(trained_on, "train")
-    overrides = dict({"photometric": True} if args.photometric else {}, dataset=trained_on)
+    overrides = dict({"photometric": True} if args.photometric else {}, dataset=trained_on, seed=args.seed)
     dual = DualNetwork.from_training("lite", model=model, progress=True, **overrides)
-    textures = appearance.real_textures(model)
+    textures = appearance.real_textures(model, delit=args.delit)
     real = appearance.retextured_split(test, textures, model)
     t_build = time.perf_counter() - t0
     sets = [("synthetic", test), ("real_appearance", real)]
@@ -155,7 +159,7 @@ def main() -> None:
         sets.append(("photo_like", data.load_split(trained_on, "test")))
     # the photos like the training photos: the reference of the out-of-distribution signals below
     familiar = "photo_like" if args.photo_like else "synthetic"
-    result = {"photometric": args.photometric, "photo_like": args.photo_like,
+    result = {"photometric": args.photometric, "photo_like": args.photo_like, "delit": args.delit, "seed": args.seed,
               "photos": {name: len(d) for name, d in sets},
               "textures": list(real.texture_names), "seconds_to_build": round(t_build, 1)}
     ev_errors = {}

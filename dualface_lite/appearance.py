@@ -22,6 +22,12 @@ face's appearance changes.
 >>> real = retextured_split(test, textures, model)          # every test photo with each texture
 >>> preds = dual.predict_all(real)                          # as for a dataset split
 
+A texture cut from a photo also carries that photo's light on that face (shadows beside the nose, a bright
+forehead): on another surface under another light they describe a shape that is not there.
+``real_textures(model, delit=True)`` divides that shading out (:func:`photo_lighting` estimates the photo's
+light from its landmark fit, :func:`remove_shading` divides each texel by the irradiance at its point), so that
+what stays real is the albedo: eyes, brows, glasses, stubble, colour, grain.
+
 The same records can also be photographed by a worse camera (:func:`through_camera`: blur, noise, JPEG,
 grey; :func:`degraded_split`): the kit's renders are sharp and clean, many photos are not.
 
@@ -39,8 +45,9 @@ import numpy as np
 from . import checks, render
 from .fitting import fit_landmarks, sample_colors
 
-__all__ = ["RealTexture", "RetexturedSplit", "real_textures", "render_textured", "retextured_split",
-           "through_camera", "degraded_split", "colour_statistics", "ColourFamiliarity"]
+__all__ = ["RealTexture", "RetexturedSplit", "photo_lighting", "remove_shading", "real_textures",
+           "render_textured", "retextured_split", "through_camera", "degraded_split", "colour_statistics",
+           "ColourFamiliarity"]
 
 
 @dataclass(frozen=True)
@@ -54,13 +61,66 @@ class RealTexture:
     from_photo: np.ndarray
 
 
-def real_textures(model, names=None, *, folder=None, size: int = 256) -> list[RealTexture]:
+def photo_lighting(model, fit) -> "render.Lighting":
+    """The light of a photo, estimated from its landmark fit ``fit`` (with the photo's colours): one grey
+    order-2 SH lighting (view frame) fitted by least squares to the luminance of the visible vertices'
+    colours, taking the albedo to be uniform, scaled so that the mean irradiance there is 1::
+
+        min_l  sum_i ( Y(n_i) l - y_i / mean(y) )^2,   i visible,  y_i = 0.299 r_i + 0.587 g_i + 0.114 b_i
+
+    with ``n_i`` the vertex normals of ``S_0`` turned into the view frame and ``Y`` :func:`render.sh_basis`.
+    Eyes, brows and lips are darker than skin, so the estimate is rough: it holds the light's broad
+    direction, the part that looks like geometry to a network."""
+    vis = np.asarray(fit.visible, bool)
+    if vis.sum() < 9:
+        raise ValueError(f"the fit sees {int(vis.sum())} vertices: too few to estimate a light")
+    normals = render.view_normals(fit.camera, fit.vertices, model.triangles)
+    y = np.asarray(fit.colors, np.float64)[vis] @ np.array([0.299, 0.587, 0.114])
+    if y.mean() <= 0:
+        raise ValueError("the fit's colours are black: no light to estimate")
+    sh, *_ = np.linalg.lstsq(render.sh_basis(normals[vis]).astype(np.float64), y / y.mean(), rcond=None)
+    return render.Lighting(sh)
+
+
+def remove_shading(model, fit, texture: np.ndarray) -> np.ndarray:
+    """A (T, T, 3) uint8 ``texture`` cut from a photo through its landmark fit ``fit``
+    (:func:`dualface_lite.io.texture_from_photo`) divided by the photo's shading of ``S_0`` under
+    :func:`photo_lighting` (cut through the same fit, so texel for texel), rescaled to its own mean
+    brightness. Where the surface turns away from the camera the estimate is poor and the texels hold hair
+    or background as often as skin: the correction fades out there (fully applied where the normal's
+    view-frame z is at least 0.5, none at 0) and is at most 2x either way."""
+    from .io import texture_from_photo
+
+    tex = np.asarray(texture)
+    if tex.dtype != np.uint8 or tex.ndim != 3 or tex.shape[2] != 3 or tex.shape[0] != tex.shape[1]:
+        raise ValueError(f"texture must be a square (T, T, 3) uint8 texture, got {tex.shape} {tex.dtype}")
+    normals = render.view_normals(fit.camera, fit.vertices, model.triangles)
+    E = photo_lighting(model, fit).irradiance(normals)[:, 0]
+    # the photo of S_0 with the (clipped) irradiance / 2 in red and how far the correction applies in green,
+    # cut into the texture's layout like the photo itself; texels the photo did not see are not corrected
+    drawn = np.column_stack([np.clip(E, 0.5, 2.0) / 2, np.clip(2 * normals[:, 2], 0, 1), np.zeros(len(E))])
+    cut, seen = texture_from_photo(model, fit, render.render(fit.camera, fit.vertices, model.triangles,
+                                                             colors=drawn).image, size=tex.shape[0])
+    E_tex = cut[..., 0].astype(np.float64) / 255.0 * 2
+    weight = cut[..., 1].astype(np.float64) / 255.0 * seen
+    E_tex = (1.0 + (E_tex - 1.0) * weight)[..., None]
+    flat = tex.astype(np.float64) / E_tex
+    flat *= tex.mean() / max(flat.mean(), 1e-9)
+    return np.round(np.clip(flat, 0, 255)).astype(np.uint8)
+
+
+def real_textures(model, names=None, *, folder=None, size: int = 256, delit: bool = False) -> list[RealTexture]:
     """The textures of the real photos of :data:`dualface_lite.fetch.REAL_FACES` (``make faces``), each
     cut through the landmark fit of its hand-labelled 68 points: a list of :class:`RealTexture`.
 
     names : which photos (default all, in :data:`~dualface_lite.fetch.REAL_FACES` order).
     folder : where the photos are (default ``paths.real_faces_dir()``).
     size : the texture's side in px.
+    delit : divide out the photo's own shading (:func:`remove_shading`). A texture cut
+        from a photo carries the light of that photo on that face: laid on another face under another
+        light, its baked shadows (the side of the nose, the eye sockets) describe a surface that is not
+        there. Without them the texture is closer to an albedo; the rest of the real appearance (eyes,
+        brows, glasses, stubble, colour) stays.
     """
     from .fetch import real_face_files
     from .io import texture_from_photo
@@ -80,6 +140,8 @@ def real_textures(model, names=None, *, folder=None, size: int = 256) -> list[Re
         image, points = read_image(photo), read_pts(pts)
         fit = fit_landmarks(model, points, image=image)
         tex, seen = texture_from_photo(model, fit, image, size=size)
+        if delit:
+            tex = remove_shading(model, fit, tex)
         # the model's UV layout is left-right symmetric (u -> 1 - u): a texel the photo did not see
         # (behind the nose of a turned face) takes its mirror's colour where the photo saw that one
         mirror = ~seen & seen[:, ::-1]
@@ -115,7 +177,7 @@ def render_textured(camera, vertices, triangles, texcoords, texture, lighting=No
     at = np.einsum("pk,pkc->pc", bary, uv[corners]) * np.array([tw, th])
     color = sample_colors(tex, at, np.ones(len(pix), bool)).astype(np.float64)
     if lighting is not None:
-        normals = render.vertex_normals(V, F, dtype=np.float64) @ np.asarray(camera.R).T
+        normals = render.view_normals(camera, V, F)
         E = lighting.irradiance(normals).astype(np.float64)                 # (N, 3)
         color = color * np.einsum("pk,pkc->pc", bary, E[corners])
     image = np.zeros((H * W, 3))

@@ -104,7 +104,7 @@ def reconstruct_photos(source, out, *, fmt: str = "ply", landmarks: str = "auto"
                 f = lmk.detect_landmarks(image, landmarks, check=face_check, largest=True,
                                          allow_download=allow_download)[0]
                 how = f"{f.backend}, face found by {f.detector.upper()}" + (
-                    "" if math.isnan(f.check) else
+                    "" if math.isnan(f.check) or f.checker == f.detector else   # the CNN's own search
                     f", confirmed by the Haar cascade ({f.check:.0f} neighbours)" if f.checker == "haar" else
                     f", confirmed by the CNN ({f.check:.2f})")
                 lm, n_candidates = f.landmarks, f.candidates

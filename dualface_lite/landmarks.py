@@ -33,9 +33,11 @@ reconstructed. When no candidate is confirmed, the CNN searches the whole photo 
 :data:`CNN_MAX_SIDE`. :attr:`Face.detector` says which detector found a face, :attr:`Face.score` its score
 there, :attr:`Face.checker` which detector confirmed it and :attr:`Face.check` its confidence there (the
 cascade's neighbours, or the CNN's confidence). ``check=False`` keeps HOG's answer alone (faster, and fooled
-more easily). ``largest=True`` (what ``dualface reconstruct`` uses) searches coarse to fine: HOG without
-upsampling first (faces of about 80 px and more, a quarter of the cost), the finer search only when that
-finds no confirmed face.
+more easily). ``largest=True`` (what ``dualface reconstruct`` uses) returns one face, searched coarse to
+fine: HOG without upsampling first (faces of about 80 px and more, a quarter of the cost), the finer search
+only when that finds no confirmed face; within a search the candidates HOG is sure of (score >= 0) come
+first, largest first, then the others, and the first one confirmed is the face. So it is the largest face
+HOG is sure of, not always the largest face in the photo.
 
 Photos: grayscale and RGBA are converted to RGB, files are turned upright by their EXIF orientation
 (:func:`read_image`), and a photo larger than ``max_side`` is searched on a reduced copy, the boxes mapped
@@ -70,6 +72,7 @@ HOG_CANDIDATE_SCORE = -0.5
 HAAR_SIDE = 96
 #: the cascade confirms a candidate (HOG score >= 0) that it finds at least this many times ("neighbours")
 HAAR_NEIGHBOURS = 20
+#: the cascade's file in OpenCV's ``cv2.data.haarcascades`` (its frontal-face cascade "alt2")
 HAAR_CASCADE = "haarcascade_frontalface_alt2.xml"
 #: the CNN check sees the candidate's box with half its side added on every side, resized to this many
 #: pixels (the face then about half of it: the size dlib's CNN detector finds best)
@@ -317,12 +320,13 @@ def _haar():
     installed (OpenCV 5 moved the cascades out of its wheel): the CNN then checks every candidate."""
     try:
         import cv2
-    except ImportError:
+    except ImportError:                     # not installed, or a build that cannot load (no libGL)
         return None
-    path = Path(getattr(getattr(cv2, "data", None), "haarcascades", "")) / HAAR_CASCADE
-    if not hasattr(cv2, "CascadeClassifier") or not path.is_file():
+    folder = getattr(getattr(cv2, "data", None), "haarcascades", None)
+    if not folder or not hasattr(cv2, "CascadeClassifier") or not (Path(folder) / HAAR_CASCADE).is_file():
         return None
-    return cv2, cv2.CascadeClassifier(str(path))
+    cascade = cv2.CascadeClassifier(str(Path(folder) / HAAR_CASCADE))
+    return None if cascade.empty() else (cv2, cascade)
 
 
 def _crop_around(image: np.ndarray, box: np.ndarray, side: int):
@@ -352,6 +356,14 @@ def _matches(box: np.ndarray, found: np.ndarray, x0: int, y0: int, k: float) -> 
     return (box[0] <= u) & (u <= box[2]) & (box[1] <= v) & (v <= box[3]) & (0.5 <= ratio) & (ratio <= 2.0)
 
 
+def _uint8_rgb(image) -> np.ndarray:
+    """A photo array as contiguous (H, W, 3) uint8 (grey and RGBA converted, floats in [0, 1] scaled)."""
+    img = checks.rgb_image(image)
+    if img.dtype != np.uint8:
+        img = np.round(np.clip(img, 0, 1) * 255).astype(np.uint8)
+    return np.ascontiguousarray(img)
+
+
 def haar_neighbours(image: np.ndarray, box: np.ndarray) -> int:
     """How many times OpenCV's Haar cascade finds the face of ``box`` (4,) in a :data:`HAAR_SIDE` px crop
     around it, (H, W, 3) uint8 photo: the most neighbours among its detections whose centre lies in the box
@@ -360,7 +372,7 @@ def haar_neighbours(image: np.ndarray, box: np.ndarray) -> int:
     if haar is None:
         return 0
     cv2, cascade = haar
-    crop, x0, y0, k = _crop_around(image, box, HAAR_SIDE)
+    crop, x0, y0, k = _crop_around(_uint8_rgb(image), np.asarray(box, np.float64), HAAR_SIDE)
     grey = cv2.equalizeHist(cv2.cvtColor(crop, cv2.COLOR_RGB2GRAY))
     smallest = HAAR_SIDE // 4
     rects, neighbours = cascade.detectMultiScale2(grey, scaleFactor=1.1, minNeighbors=1,
@@ -377,7 +389,7 @@ def cnn_confidence(image: np.ndarray, box: np.ndarray) -> float:
     """dlib's CNN detector's confidence that ``box`` (4,) of the (H, W, 3) uint8 photo holds a face: its best
     detection in a :data:`CHECK_SIDE` px crop around the box, matched as in :func:`haar_neighbours`; ``nan``
     when there is none."""
-    crop, x0, y0, k = _crop_around(image, box, CHECK_SIDE)
+    crop, x0, y0, k = _crop_around(_uint8_rgb(image), np.asarray(box, np.float64), CHECK_SIDE)
     found = _cnn()(crop, 0)
     if not found:
         return float("nan")
@@ -411,7 +423,7 @@ def _checking_order(boxes: np.ndarray, scores: np.ndarray) -> np.ndarray:
 
 @dataclass
 class Detections:
-    """The faces :func:`find_faces` found in a photo, largest first (F of them).
+    """The faces :func:`find_faces` found in a photo, largest first (F of them; one with ``largest``).
 
     Attributes
     ----------
@@ -434,9 +446,10 @@ class Detections:
 def find_faces(image: np.ndarray, *, max_side: int = 1024, upsample: int = 1, check: bool = True,
                largest: bool = False) -> Detections:
     """The faces in an (H, W, 3) uint8 photo, as described in the module docstring: a :class:`Detections`.
-    ``largest``: only the largest face, searched coarse to fine (HOG without upsampling first, then at
-    ``upsample``); within a search the candidates are checked in :func:`_checking_order` and the first one
-    confirmed ends it, so a photo with several candidates usually costs one check."""
+    ``largest``: one face, searched coarse to fine (HOG without upsampling first, then at ``upsample``);
+    within a search the candidates HOG scores at or above 0 are checked first, largest first, then the
+    others, and the first one confirmed ends it, so a photo with several candidates usually costs one
+    check."""
     threshold = HOG_CANDIDATE_SCORE if check else 0.0
     n_candidates = 0
     for level in dict.fromkeys((0, int(upsample)) if largest else (int(upsample),)):
@@ -482,10 +495,11 @@ def detect_landmarks(image, backend: str = "auto", *, max_side: int = 1024, upsa
     upsample : dlib's upsampling of the search copy (1 finds faces down to about 40 px there).
     check : confirm every HOG candidate with the Haar cascade or dlib's CNN detector, and let the CNN search
         when HOG finds nothing confirmed (see the module docstring); ``False``: HOG alone, at dlib's threshold.
-    largest : only the largest face (a list of one), searched coarse to fine: HOG without upsampling first
-        (faces of about 80 px and more), at ``upsample`` only when that finds none; the candidates HOG
-        scores at or above 0 are checked first, largest first, and the first one confirmed ends the
-        search. :attr:`Face.candidates` counts HOG's candidates in the search that found the face.
+    largest : one face (a list of one), searched coarse to fine: HOG without upsampling first (faces of
+        about 80 px and more), at ``upsample`` only when that finds none; the candidates HOG scores at or
+        above 0 are checked first, largest first, and the first one confirmed ends the search (the
+        largest face HOG is sure of, see the module docstring). :attr:`Face.candidates` counts HOG's
+        candidates in the search that found the face.
     allow_download : let face-alignment download its weights if they are missing.
     device : face-alignment's torch device.
 
@@ -498,10 +512,7 @@ def detect_landmarks(image, backend: str = "auto", *, max_side: int = 1024, upsa
     """
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
-    img = read_image(image) if isinstance(image, (str, os.PathLike)) else checks.rgb_image(image)
-    if img.dtype != np.uint8:
-        img = np.round(np.clip(img, 0, 1) * 255).astype(np.uint8)
-    img = np.ascontiguousarray(img)
+    img = read_image(image) if isinstance(image, (str, os.PathLike)) else _uint8_rgb(image)
     if min(img.shape[:2]) < 2:
         raise ValueError(f"the image is {img.shape[1]} x {img.shape[0]} pixels: too small to hold a face")
     if backend == "auto":

@@ -51,6 +51,7 @@ from .camera import Camera
 
 __all__ = [
     "vertex_normals",
+    "view_normals",
     "sh_basis",
     "Lighting",
     "shade",
@@ -121,6 +122,13 @@ def vertex_normals(vertices, triangles, dtype=np.float32) -> np.ndarray:
     V = checks.points(vertices, "vertices")
     F = checks.triangles(triangles, V.shape[0])
     return _vertex_normals(V, F).astype(dtype, copy=False)
+
+
+def view_normals(camera, vertices, triangles) -> np.ndarray:
+    """Unit vertex normals (N, 3) float64 turned into the **view frame** of ``camera`` (x right, y up,
+    z towards the camera), the frame of :class:`Lighting`: ``vertex_normals(vertices, triangles) @ R^T``."""
+    return vertex_normals(vertices, triangles, dtype=np.float64) @ np.asarray(_check_camera(camera).R,
+                                                                             np.float64).T
 
 
 # --------------------------------------------------------------------------- lighting

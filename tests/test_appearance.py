@@ -50,9 +50,73 @@ def test_bad_input(subject, model):
         A.retextured_split(None, [], model)
 
 
+#: photo_lighting on two illumination subjects of uniform albedo (measured): the mean distance between the
+#: estimated and the true irradiance (each relative to its mean over the seen vertices), and the relative
+#: spread of the texture's brightness before and after remove_shading
+KNOWN_LIGHT = {300000: (0.1006, 0.662, 0.328), 300001: (0.0285, 0.540, 0.299)}
+
+
+@pytest.mark.parametrize("seed", sorted(KNOWN_LIGHT))
+def test_the_light_of_a_photo_from_its_fit(seed, model):
+    """A uniform grey face lit by a known light: the light estimated from its landmark fit is the true one
+    (the irradiance's error a fraction of its variation over the face), and the texture cut from the photo
+    loses half its brightness variation once the estimated shading is divided out."""
+    from dualface_lite import fitting, io
+
+    s = subject_for(TINY, seed, "illumination", model=model, with_scan=False)
+    photo = render.render(s.camera, s.vertices, model.triangles, colors=np.full(3, 0.6), lighting=s.lighting).image
+    fit = fitting.fit_landmarks(model, s.landmarks, image=photo)
+    seen = render.view_normals(fit.camera, fit.vertices, model.triangles)[fit.visible]
+    truth = s.lighting.irradiance(seen)[:, 0].astype(np.float64)
+    truth /= truth.mean()
+    est = A.photo_lighting(model, fit).irradiance(seen)[:, 0]
+    err, before, after = KNOWN_LIGHT[seed]
+    assert 0.85 * err <= np.abs(est - truth).mean() <= 1.15 * err
+    assert np.abs(truth - 1).mean() > 4 * err                          # the light varies far more than that
+    tex, from_photo = io.texture_from_photo(model, fit, photo, size=128)
+    flat = A.remove_shading(model, fit, tex)
+
+    def spread(t):
+        lum = t[from_photo].astype(np.float64).mean(1)
+        return lum.std() / lum.mean()
+
+    assert 0.85 * before <= spread(tex) <= 1.15 * before and 0.85 * after <= spread(flat) <= 1.15 * after
+    assert abs(flat[from_photo].mean() - tex[from_photo].mean()) < 0.1 * tex[from_photo].mean()
+    with pytest.raises(ValueError, match="square"):
+        A.remove_shading(model, fit, tex[:, :64])
+
+
 @pytest.fixture(scope="module")
 def textures(model):
     return A.real_textures(model, size=128)
+
+
+#: per real photo, the correlation between a texel's brightness and the irradiance of the photo's own light
+#: there (photo_lighting on its fit; vertices facing the camera), in the texture as cut and de-lit (measured)
+BAKED_LIGHT = {"einstein": (0.321, -0.013), "breakingbad": (0.744, 0.126), "takeo": (0.526, -0.013),
+               "lenna": (0.531, -0.084)}
+
+
+def test_delit_textures_lose_their_photos_light(textures, model):
+    """The real textures as cut are brighter where their photo's light falls (correlation 0.32-0.74);
+    de-lit, not any more (at most 0.13), and they keep what the photo saw and their mean brightness (within
+    2.5%, measured)."""
+    from dualface_lite import fetch, fitting, landmarks
+
+    flat = A.real_textures(model, size=128, delit=True)
+    ij = np.clip(np.floor(np.asarray(model.texcoords) * 128).astype(int), 0, 127)      # texel j holds u = j / 128
+    for (name, (photo, pts)), raw, lit_out in zip(fetch.real_face_files().items(), textures, flat):
+        assert raw.name == lit_out.name == name and np.array_equal(raw.from_photo, lit_out.from_photo)
+        fit = fitting.fit_landmarks(model, landmarks.read_pts(pts), image=landmarks.read_image(photo))
+        n = render.view_normals(fit.camera, fit.vertices, model.triangles)
+        E = A.photo_lighting(model, fit).irradiance(n)[:, 0]
+        ok = fit.visible & (n[:, 2] > 0.5) & raw.from_photo[ij[:, 1], ij[:, 0]]
+        corr = [np.corrcoef(t.texture[ij[ok, 1], ij[ok, 0]].astype(float).mean(1), E[ok])[0, 1]
+                for t in (raw, lit_out)]
+        before, after = BAKED_LIGHT[name]
+        assert corr[0] >= 0.85 * before and abs(corr[1]) <= 0.145, (name, corr)
+        mean = [t.texture[t.from_photo].mean() for t in (raw, lit_out)]
+        assert abs(mean[1] - mean[0]) < 0.028 * mean[0], (name, mean)
 
 
 def test_the_uv_layout_is_mirror_symmetric(model):
