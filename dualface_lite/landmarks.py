@@ -358,7 +358,7 @@ def _matches(box: np.ndarray, found: np.ndarray, x0: int, y0: int, k: float) -> 
 
 def _uint8_rgb(image) -> np.ndarray:
     """A photo array as contiguous (H, W, 3) uint8 (grey and RGBA converted, floats in [0, 1] scaled)."""
-    img = checks.rgb_image(image)
+    img = checks.rgb_pixels(image)                  # a uint8 photo as it is, no copy
     if img.dtype != np.uint8:
         img = np.round(np.clip(img, 0, 1) * 255).astype(np.uint8)
     return np.ascontiguousarray(img)
