@@ -71,10 +71,14 @@ def photo_lighting(model, fit) -> "render.Lighting":
     with ``n_i`` the vertex normals of ``S_0`` turned into the view frame and ``Y`` :func:`render.sh_basis`.
     Eyes, brows and lips are darker than skin, so the estimate is rough: it holds the light's broad
     direction, the part that looks like geometry to a network."""
+    return _lighting_at(fit, render.view_normals(fit.camera, fit.vertices, model.triangles))
+
+
+def _lighting_at(fit, normals: np.ndarray) -> "render.Lighting":
+    """:func:`photo_lighting` given the fit's view-frame vertex ``normals`` (N, 3)."""
     vis = np.asarray(fit.visible, bool)
     if vis.sum() < 9:
         raise ValueError(f"the fit sees {int(vis.sum())} vertices: too few to estimate a light")
-    normals = render.view_normals(fit.camera, fit.vertices, model.triangles)
     y = np.asarray(fit.colors, np.float64)[vis] @ np.array([0.299, 0.587, 0.114])
     if y.mean() <= 0:
         raise ValueError("the fit's colours are black: no light to estimate")
@@ -95,7 +99,7 @@ def remove_shading(model, fit, texture: np.ndarray) -> np.ndarray:
     if tex.dtype != np.uint8 or tex.ndim != 3 or tex.shape[2] != 3 or tex.shape[0] != tex.shape[1]:
         raise ValueError(f"texture must be a square (T, T, 3) uint8 texture, got {tex.shape} {tex.dtype}")
     normals = render.view_normals(fit.camera, fit.vertices, model.triangles)
-    E = photo_lighting(model, fit).irradiance(normals)[:, 0]
+    E = _lighting_at(fit, normals).irradiance(normals)[:, 0]
     # the photo of S_0 with the (clipped) irradiance / 2 in red and how far the correction applies in green,
     # cut into the texture's layout like the photo itself; texels the photo did not see are not corrected
     drawn = np.column_stack([np.clip(E, 0.5, 2.0) / 2, np.clip(2 * normals[:, 2], 0, 1), np.zeros(len(E))])

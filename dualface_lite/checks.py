@@ -14,6 +14,7 @@ from __future__ import annotations
 import numpy as np
 
 __all__ = ["DualfaceWarning", "numeric", "points", "point_batches", "triangles", "mesh", "landmarks", "number", "rgb_image", "rgb_pixels",
+           "rgb_uint8",
            "colors01", "same_shape", "LANDMARK_MARGIN_PX"]
 
 class DualfaceWarning(UserWarning):
@@ -180,6 +181,16 @@ def rgb_image(image, name: str = "image") -> np.ndarray:
     """
     img = rgb_pixels(image, name)
     return img.astype(np.float64) / 255.0 if img.dtype == np.uint8 else img
+
+
+def rgb_uint8(image, name: str = "image") -> np.ndarray:
+    """:func:`rgb_pixels` as a contiguous (H, W, 3) uint8 array, for libraries that want 8-bit photos (dlib,
+    OpenCV, Pillow): a uint8 photo as it is (no copy when contiguous), any other layout ``round(255 x)``
+    of :func:`rgb_image`'s values."""
+    img = rgb_pixels(image, name)
+    if img.dtype != np.uint8:
+        img = np.round(img * 255).astype(np.uint8)
+    return np.ascontiguousarray(img)
 
 
 def rgb_pixels(image, name: str = "image") -> np.ndarray:

@@ -40,9 +40,7 @@ def texture_from_photo(model, fit, image, size: int = 512) -> tuple[np.ndarray, 
     from . import render
     from .fitting import sample_colors
 
-    img = checks.rgb_image(image)
-    if img.dtype != np.uint8:
-        img = np.round(np.clip(img, 0, 1) * 255).astype(np.uint8)
+    img = checks.rgb_uint8(image)
     size = int(size)
     if size < 16:
         raise ValueError(f"size must be at least 16 px, got {size}")

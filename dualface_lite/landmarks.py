@@ -293,13 +293,13 @@ def _reduced(image: np.ndarray, max_side: int) -> tuple[np.ndarray, float]:
 
 def hog_candidates(image: np.ndarray, *, max_side: int = 1024, upsample: int = 1,
                    threshold: float = HOG_CANDIDATE_SCORE) -> tuple[np.ndarray, np.ndarray]:
-    """dlib's HOG detector on a copy of the (H, W, 3) uint8 photo no larger than ``max_side``, upsampled
-    ``upsample`` times, down to a score of ``threshold``: boxes (F, 4) ``(left, top, right, bottom)`` in the
-    full photo's pixels and their scores (F,), unchecked."""
+    """dlib's HOG detector on a copy of the photo (any layout :func:`checks.rgb_uint8` takes) no larger than
+    ``max_side``, upsampled ``upsample`` times, down to a score of ``threshold``: boxes (F, 4) ``(left, top,
+    right, bottom)`` in the full photo's pixels and their scores (F,), unchecked."""
     if not np.isfinite(threshold):
         raise ValueError(f"threshold must be a finite HOG score, got {threshold}")
     dlib, detector, _ = _dlib()
-    small, scale = _reduced(image, int(max_side))
+    small, scale = _reduced(checks.rgb_uint8(image), int(max_side))
     rects, scores, _ = detector.run(small, int(upsample), float(threshold))
     boxes = np.array([[r.left(), r.top(), r.right(), r.bottom()] for r in rects], dtype=np.float64) / scale
     return boxes.reshape(-1, 4), np.asarray(scores, dtype=np.float64)
@@ -356,14 +356,6 @@ def _matches(box: np.ndarray, found: np.ndarray, x0: int, y0: int, k: float) -> 
     return (box[0] <= u) & (u <= box[2]) & (box[1] <= v) & (v <= box[3]) & (0.5 <= ratio) & (ratio <= 2.0)
 
 
-def _uint8_rgb(image) -> np.ndarray:
-    """A photo array as contiguous (H, W, 3) uint8 (grey and RGBA converted, floats in [0, 1] scaled)."""
-    img = checks.rgb_pixels(image)                  # a uint8 photo as it is, no copy
-    if img.dtype != np.uint8:
-        img = np.round(np.clip(img, 0, 1) * 255).astype(np.uint8)
-    return np.ascontiguousarray(img)
-
-
 def haar_neighbours(image: np.ndarray, box: np.ndarray) -> int:
     """How many times OpenCV's Haar cascade finds the face of ``box`` (4,) in a :data:`HAAR_SIDE` px crop
     around it, (H, W, 3) uint8 photo: the most neighbours among its detections whose centre lies in the box
@@ -372,7 +364,7 @@ def haar_neighbours(image: np.ndarray, box: np.ndarray) -> int:
     if haar is None:
         return 0
     cv2, cascade = haar
-    crop, x0, y0, k = _crop_around(_uint8_rgb(image), np.asarray(box, np.float64), HAAR_SIDE)
+    crop, x0, y0, k = _crop_around(checks.rgb_uint8(image), np.asarray(box, np.float64), HAAR_SIDE)
     grey = cv2.equalizeHist(cv2.cvtColor(crop, cv2.COLOR_RGB2GRAY))
     smallest = HAAR_SIDE // 4
     rects, neighbours = cascade.detectMultiScale2(grey, scaleFactor=1.1, minNeighbors=1,
@@ -389,7 +381,7 @@ def cnn_confidence(image: np.ndarray, box: np.ndarray) -> float:
     """dlib's CNN detector's confidence that ``box`` (4,) of the (H, W, 3) uint8 photo holds a face: its best
     detection in a :data:`CHECK_SIDE` px crop around the box, matched as in :func:`haar_neighbours`; ``nan``
     when there is none."""
-    crop, x0, y0, k = _crop_around(_uint8_rgb(image), np.asarray(box, np.float64), CHECK_SIDE)
+    crop, x0, y0, k = _crop_around(checks.rgb_uint8(image), np.asarray(box, np.float64), CHECK_SIDE)
     found = _cnn()(crop, 0)
     if not found:
         return float("nan")
@@ -512,7 +504,7 @@ def detect_landmarks(image, backend: str = "auto", *, max_side: int = 1024, upsa
     """
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
-    img = read_image(image) if isinstance(image, (str, os.PathLike)) else _uint8_rgb(image)
+    img = read_image(image) if isinstance(image, (str, os.PathLike)) else checks.rgb_uint8(image)
     if min(img.shape[:2]) < 2:
         raise ValueError(f"the image is {img.shape[1]} x {img.shape[0]} pixels: too small to hold a face")
     if backend == "auto":

@@ -84,6 +84,14 @@ def test_the_light_of_a_photo_from_its_fit(seed, model):
     assert abs(flat[from_photo].mean() - tex[from_photo].mean()) < 0.1 * tex[from_photo].mean()
     with pytest.raises(ValueError, match="square"):
         A.remove_shading(model, fit, tex[:, :64])
+    from dataclasses import replace
+
+    with pytest.raises(ValueError, match="colours are black"):
+        A.photo_lighting(model, replace(fit, colors=np.zeros_like(fit.colors)))
+    with pytest.raises(ValueError, match="too few"):
+        A.photo_lighting(model, replace(fit, visible=np.zeros_like(fit.visible)))
+    with pytest.raises(TypeError, match="camera must be"):
+        render.view_normals(None, fit.vertices, model.triangles)
 
 
 @pytest.fixture(scope="module")

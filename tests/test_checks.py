@@ -126,6 +126,21 @@ def test_rgb_pixels_keeps_uint8_and_agrees_with_rgb_image():
         checks.rgb_pixels(np.zeros((1, 1, 3), np.uint8))
 
 
+def test_rgb_uint8_is_the_8_bit_photo():
+    """rgb_uint8 hands a contiguous uint8 photo back as it is (no copy); a float or grey layout becomes the
+    uint8 whose / 255 is rgb_image's value to within rounding; a transposed view is made contiguous."""
+    photo = np.random.default_rng(0).integers(0, 256, (6, 7, 3), dtype=np.uint8)
+    assert checks.rgb_uint8(photo) is photo
+    assert np.array_equal(checks.rgb_uint8(photo / 255.0), photo)
+    assert np.array_equal(checks.rgb_uint8(photo[..., 0])[..., 1], photo[..., 0])
+    turned = checks.rgb_uint8(photo.transpose(1, 0, 2))
+    assert turned.flags.c_contiguous and np.array_equal(turned, photo.transpose(1, 0, 2))
+    with pytest.raises(ValueError, match="float images must be in"):
+        checks.rgb_uint8(np.full((3, 3, 3), 2.0))
+    with pytest.raises(ValueError, match="photo must be an"):
+        checks.rgb_uint8(np.zeros((3, 3, 2)), "photo")
+
+
 def test_colors01():
     c = checks.colors01(np.array([255, 0, 51], np.uint8), 4)
     assert c.shape == (4, 3) and np.allclose(c[2], [1.0, 0.0, 0.2])

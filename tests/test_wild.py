@@ -243,6 +243,12 @@ def test_the_checks_one_candidate_at_a_time(astronaut):
     assert L.haar_neighbours(astronaut, moved) == 0 and np.isnan(L.cnn_confidence(astronaut, moved))
     with pytest.raises(ValueError, match="threshold"):
         L.hog_candidates(astronaut, threshold=float("nan"))
+    with pytest.raises(ValueError, match="image must be an"):
+        L.haar_neighbours(astronaut[..., :2], face)
+    with pytest.raises(ValueError, match="float images must be in"):
+        L.cnn_confidence(astronaut * 2.0, face)
+    with pytest.raises(ValueError, match="at least 2 x 2"):
+        L.hog_candidates(astronaut[:1])
 
 
 def test_no_face_in_textures_that_fool_the_cascade():
