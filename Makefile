@@ -42,8 +42,10 @@ node_modules/.installed: package.json package-lock.json
 	npm ci --no-audit --no-fund --loglevel=error
 	touch $@
 
+# -W --keep-going: any build warning (a docstring the API page cannot parse, a broken reference or
+# citation, a glued value it cannot show) fails the build after listing them all.
 book: env model faces assets
-	$(BIN)/jupyter-book build . --builder html
+	$(BIN)/jupyter-book build . --builder html -W --keep-going
 
 # The chapter checks (tests/test_notebooks.py) read the executed chapters from the book build's
 # jupyter-cache (_build/.jupyter_cache): no chapter runs twice; one runs again only when its

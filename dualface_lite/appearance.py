@@ -117,6 +117,8 @@ def real_textures(model, names=None, *, folder=None, size: int = 256, delit: boo
     """The textures of the real photos of :data:`dualface_lite.fetch.REAL_FACES` (``make faces``), each
     cut through the landmark fit of its hand-labelled 68 points: a list of :class:`RealTexture`.
 
+    Parameters
+    ----------
     names : which photos (default all, in :data:`~dualface_lite.fetch.REAL_FACES` order).
     folder : where the photos are (default ``paths.real_faces_dir()``).
     size : the texture's side in px.

@@ -1,5 +1,5 @@
-"""The benchmark results chapter 6 reads (benchmarks/results/prior_scaling.json, shift.json,
-lm2vertex_resnet.json) hold what the
+"""The benchmark results chapters 6 and 7 read (benchmarks/results/prior_scaling.json, shift.json,
+lm2vertex_resnet.json; stage_harm.json) hold what the
 chapter says they hold, and their summaries follow from the per-face errors stored beside them."""
 import json
 import re
@@ -91,3 +91,35 @@ def test_lm2vertex_against_resnet_has_the_rows_the_chapter_reads():
     mean = one(method="mean face")
     assert all(r["s_hat"] < mean["s_hat"] and r["true"] < mean["true"] for r in rows if r is not mean)
 
+
+
+def test_stage_harm_summaries_follow_from_the_harm_of_every_photo():
+    """Chapter 7 reads stage_harm.json's correlations between trainings; they, the split of the variance
+    between faces and textures, the same-face correlation, the means and the shares harmed all follow from the
+    per-photo harms stored beside them (each real-appearance photo is a test record in one of four textures)."""
+    record = json.loads((RESULTS / "stage_harm.json").read_text())
+    rows = record["per_photo"]
+    face, skin = np.array(rows["record"]), np.array(rows["texture"])
+    assert record["delit"] and len(record["seeds"]) >= 2
+    assert len(face) == record["photos"]["real"] == 4 * record["photos"]["synthetic"]
+    assert np.array_equal(np.bincount(face), np.full(record["photos"]["synthetic"], 4))
+    for stage in ("ResNetGC - GC", "Ours - MRFGC"):
+        out, harm = record[stage], rows[stage]
+        seeds = [str(s) for s in record["seeds"]]
+        for i, s in enumerate(seeds):
+            for t in seeds[i + 1:]:
+                for n in ("synthetic", "real"):
+                    r = np.corrcoef(harm[s][n], harm[t][n])[0, 1]
+                    assert out["between_seeds_r"][f"{s}-{t}"][n] == pytest.approx(r, abs=2e-3), (stage, s, t, n)
+        for s in seeds:
+            real, syn = np.array(harm[s]["real"]), np.array(harm[s]["synthetic"])
+            assert out["mean_harm"][s]["real"] == pytest.approx(real.mean(), abs=2e-4)
+            assert out["share_harmed"][s]["synthetic"] == pytest.approx((syn > 0).mean(), abs=1e-3)
+            by_face = np.array([real[face == k].mean() for k in range(len(syn))])[face]
+            by_skin = np.array([real[skin == k].mean() for k in range(4)])[skin]
+            split = out["split_of_real_variance"][s]
+            assert split["between_faces"] == pytest.approx(by_face.var() / real.var(), abs=2e-3)
+            assert split["between_textures"] == pytest.approx(by_skin.var() / real.var(), abs=2e-3)
+            assert sum(split.values()) == pytest.approx(1, abs=2e-3)
+            assert out["real_vs_synthetic_same_face_r"][s] == pytest.approx(
+                np.corrcoef(real, syn[face])[0, 1], abs=2e-3)
