@@ -19,6 +19,10 @@ What it measures:
   error against S_hat (known only here, an upper reference), the difference the real skin makes on the same
   face (likewise), and what a reconstruction does know: how far the prior and the network move S0, and whether
   they move it the same way;
+* whether S0's own error can be read from the fit: ridge regressions fitted to the training photos' S0 errors
+  against S_hat (no network involved) on S0's first 10 / 20 / 40 principal components, or on the numbers the
+  landmark fit reports (landmark error, pose, expression and shape coefficients), and what dropping the stage
+  where that reading is below the training photos' lowest quarter changes;
 * the error a perfect per-photo choice between the stage and its starting point would reach, and what
   dropping the stage where the prior moves S0 less than on a quarter of the synthetic photos changes.
 
@@ -37,7 +41,8 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from bench_real_appearance import auc  # noqa: E402
-from dualface_lite import appearance, data, evaluation, load_model  # noqa: E402
+from dualface_lite import appearance, data, evaluation, load_model, metrics  # noqa: E402
+from scipy.stats import spearmanr  # noqa: E402
 from dualface_lite.pipeline import DualNetwork  # noqa: E402
 
 METHODS = ("GC", "MRFGC", "ResNetGC", "Ours")
@@ -63,12 +68,43 @@ def observables(preds, stage):
 
 def split_variance(harm, record, texture):
     """Shares of the variance of ``harm`` between records (faces), between textures, and left over."""
+    def group_means(labels):
+        _, which = np.unique(labels, return_inverse=True)
+        return (np.bincount(which, harm) / np.bincount(which))[which]
+
     total = harm.var()
-    faces = np.array([harm[record == r].mean() for r in np.unique(record)])[np.searchsorted(np.unique(record), record)]
-    texs = np.array([harm[texture == t].mean() for t in np.unique(texture)])[np.searchsorted(np.unique(texture), texture)]
-    between_faces, between_textures = faces.var() / total, texs.var() / total
+    between_faces, between_textures = group_means(record).var() / total, group_means(texture).var() / total
     return {"between_faces": round(float(between_faces), 3), "between_textures": round(float(between_textures), 3),
             "rest": round(float(1 - between_faces - between_textures), 3)}
+
+
+def shape_components(train, k):
+    """S0 as its first ``k`` principal components (whitened), those of ``train``'s S0: a function of a split."""
+    x = np.asarray(train.s0, np.float64).reshape(len(train), -1)
+    mu = x.mean(0)
+    _, sv, vt = np.linalg.svd(x - mu, full_matrices=False)
+    return lambda d: (np.asarray(d.s0, np.float64).reshape(len(d), -1) - mu) @ vt[:k].T / sv[:k]
+
+
+def fit_numbers(d):
+    """What the landmark fit reports of itself: its landmark error (px), its pose angles' sizes, its
+    expression and first 20 shape coefficients."""
+    return np.column_stack([d.fit_landmark_error, np.abs(np.asarray(d.fit_pose, np.float64)), d.fit_expr,
+                            np.asarray(d.fit_alpha, np.float64)[:, :20]])
+
+
+def s0_error_predicted(train, test, features, ridge=1.0):
+    """S0's error against S_hat (mm) for the records of ``test``, predicted from ``features(split)`` (M, F)
+    by a ridge regression on the standardised features, fitted on ``train``'s records (no network)."""
+    f_train = np.asarray(features(train), np.float64)
+    mu, sd = f_train.mean(0), f_train.std(0) + 1e-12
+
+    def design(f):
+        return np.column_stack([(np.asarray(f, np.float64) - mu) / sd, np.ones(len(f))])
+
+    a = design(f_train)
+    w = np.linalg.solve(a.T @ a + ridge * np.eye(a.shape[1]), a.T @ metrics.mean_vertex_errors(train.s0, train.s_hat))
+    return design(features(test)) @ w
 
 
 def main() -> None:
@@ -94,6 +130,13 @@ def main() -> None:
             errors[seed, name] = evaluation.evaluate(p, d, references=("s_hat",), n_boot=100).errors["s_hat"]
             preds[seed, name] = p
     record, texture = np.asarray(real.record), np.asarray(real.texture)
+    train = data.load_split(lite, "train")
+    s0_error = metrics.mean_vertex_errors(test.s0, test.s_hat)
+    readers = {f"its shape ({k} components)": shape_components(train, k) for k in (10, 20, 40)}
+    readers["the fit's own numbers"] = fit_numbers
+    read_error = {name: s0_error_predicted(train, test, f) for name, f in readers.items()}
+    read_train = {name: s0_error_predicted(train, train, f) for name, f in readers.items()}
+    train_error = metrics.mean_vertex_errors(train.s0, train.s_hat)
     result = {"textures": list(real.texture_names), "delit": not args.as_cut, "seeds": args.seeds,
               "photos": {"synthetic": len(test), "real": len(real)},
               "per_photo": {"record": record.tolist(), "texture": texture.tolist()}}
@@ -113,14 +156,22 @@ def main() -> None:
             out["auc_real"][seed] = {
                 "S0's own error, small (known only here)": rank(-e["GC"], hr),
                 "what the real skin costs on the same face (known only here)": rank(hr - hs[record], hr),
-                **{f"{k}, small": rank(-v, hr) for k, v in seen.items()}}
+                **{f"{k}, small": rank(-v, hr) for k, v in seen.items()},
+                **{f"S0's error read from {k}, small": rank(-v[record], hr) for k, v in read_error.items()}}
             out["error_real"][seed] = {"stage": round(float(e[a].mean()), 4), "start": round(float(e[b].mean()), 4),
                                        "better of the two per photo": round(float(np.minimum(e[a], e[b]).mean()), 4)}
             out["error_line"][seed] = {}
             for n in ("synthetic", "real"):
                 slope, intercept = np.polyfit(errors[seed, n][b], errors[seed, n][a], 1)
-                out["error_line"][seed][n] = {"slope": round(float(slope), 3), "intercept_mm": round(float(intercept), 3),
+                out["error_line"][seed][n] = {"slope": round(float(slope), 3),
+                                              "intercept_mm": round(float(intercept), 3),
                                               "break_even_mm": round(float(intercept / (1 - slope)), 2)}
+            # the stage dropped where S0's error read from the fit is below the training photos' lowest quarter
+            out.setdefault("drop_on_small_read_error", {})[seed] = {
+                name: {n: round(float(np.where(v[rows] < np.percentile(read_train[name], 25), errors[seed, n][b],
+                                               errors[seed, n][a]).mean() - errors[seed, n][a].mean()), 4)
+                       for n, rows in (("synthetic", slice(None)), ("real", record))}
+                for name, v in read_error.items()}
             # the stage dropped (its starting point kept) where the prior's move is in the synthetic lowest quarter
             moves = {n: observables(preds[seed, n], stage)["the prior's move"] for n in ("synthetic", "real")}
             cut = np.percentile(moves["synthetic"], 25)
@@ -136,6 +187,9 @@ def main() -> None:
         # the harm of every photo (mm), from which the summaries above follow (the tests recompute them)
         result["per_photo"][stage] = {seed: {n: np.round(harm[seed, n], 4).tolist() for n in ("synthetic", "real")}
                                       for seed in args.seeds}
+    result["s0_error_read_spearman"] = {k: round(float(spearmanr(v, s0_error)[0]), 3) for k, v in read_error.items()}
+    result["s0_error_read_spearman_on_training"] = {k: round(float(spearmanr(v, train_error)[0]), 3)
+                                                    for k, v in read_train.items()}
     result["seconds"] = round(time.perf_counter() - t0, 1)
     print(f"{len(test)} synthetic test photos, {len(real)} with real textures "
           f"({'de-lit' if not args.as_cut else 'as cut'}), seeds {args.seeds}")
@@ -150,7 +204,11 @@ def main() -> None:
             print(f"    error on real: {out['error_real'][seed]}")
             print(f"    the stage's error against its start's: {out['error_line'][seed]}")
             print(f"    dropped where the prior's move is small: {out['drop_on_small_prior_move'][seed]}")
+            print(f"    dropped where S0's error read from the fit is small: {out['drop_on_small_read_error'][seed]}")
         print(f"  harm per photo, r between seeds: {out['between_seeds_r']}")
+    print(f"S0's error read from the fit, Spearman with the truth on the test photos: "
+          f"{result['s0_error_read_spearman']}; on the training photos it was fitted to: "
+          f"{result['s0_error_read_spearman_on_training']}")
     _common.write_results(args.out, result)
 
 
