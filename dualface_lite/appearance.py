@@ -119,6 +119,7 @@ def real_textures(model, names=None, *, folder=None, size: int = 256, delit: boo
 
     Parameters
     ----------
+    model : the face model (:func:`dualface_lite.load_model`) whose landmark fit cuts each texture.
     names : which photos (default all, in :data:`~dualface_lite.fetch.REAL_FACES` order).
     folder : where the photos are (default ``paths.real_faces_dir()``).
     size : the texture's side in px.

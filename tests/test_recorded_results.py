@@ -95,31 +95,49 @@ def test_lm2vertex_against_resnet_has_the_rows_the_chapter_reads():
 
 def test_stage_harm_summaries_follow_from_the_harm_of_every_photo():
     """Chapter 7 reads stage_harm.json's correlations between trainings; they, the split of the variance
-    between faces and textures, the same-face correlation, the means and the shares harmed all follow from the
-    per-photo harms stored beside them (each real-appearance photo is a test record in one of four textures)."""
+    between faces and textures, the same-face correlation, the means, the shares harmed, the line through the
+    errors, the mean errors and the AUC of S0's own error all follow from the per-photo harms and starting
+    errors stored beside them (each real-appearance photo is one test record in one of the textures)."""
     record = json.loads((RESULTS / "stage_harm.json").read_text())
     rows = record["per_photo"]
     face, skin = np.array(rows["record"]), np.array(rows["texture"])
+    n_faces, n_skins = record["photos"]["synthetic"], len(record["textures"])
     assert record["delit"] and len(record["seeds"]) >= 2
-    assert len(face) == record["photos"]["real"] == 4 * record["photos"]["synthetic"]
-    assert np.array_equal(np.bincount(face), np.full(record["photos"]["synthetic"], 4))
-    for stage in ("ResNetGC - GC", "Ours - MRFGC"):
+    assert len(face) == record["photos"]["real"] == n_faces * n_skins
+    assert len(set(zip(face.tolist(), skin.tolist()))) == len(face)          # every face once in every texture
+
+    def auc(score, positive):
+        p, n = score[positive][:, None], score[~positive][None, :]
+        return ((p > n).sum() + 0.5 * (p == n).sum()) / (p.size * n.size)
+
+    seeds = [str(s) for s in record["seeds"]]
+    for stage, start in (("ResNetGC - GC", "GC"), ("Ours - MRFGC", "MRFGC")):
         out, harm = record[stage], rows[stage]
-        seeds = [str(s) for s in record["seeds"]]
         for i, s in enumerate(seeds):
             for t in seeds[i + 1:]:
                 for n in ("synthetic", "real"):
                     r = np.corrcoef(harm[s][n], harm[t][n])[0, 1]
                     assert out["between_seeds_r"][f"{s}-{t}"][n] == pytest.approx(r, abs=2e-3), (stage, s, t, n)
         for s in seeds:
+            for n in ("synthetic", "real"):
+                h, e0 = np.array(harm[s][n]), np.array(rows[f"{start}, error"][s][n])
+                assert out["mean_harm"][s][n] == pytest.approx(h.mean(), abs=2e-4), (stage, s, n)
+                assert out["share_harmed"][s][n] == pytest.approx((h > 0).mean(), abs=1e-3), (stage, s, n)
+                slope, intercept = np.polyfit(e0, e0 + h, 1)
+                assert out["error_line"][s][n]["slope"] == pytest.approx(slope, abs=2e-3), (stage, s, n)
+                assert out["error_line"][s][n]["intercept_mm"] == pytest.approx(intercept, abs=3e-3), (stage, s, n)
             real, syn = np.array(harm[s]["real"]), np.array(harm[s]["synthetic"])
-            assert out["mean_harm"][s]["real"] == pytest.approx(real.mean(), abs=2e-4)
-            assert out["share_harmed"][s]["synthetic"] == pytest.approx((syn > 0).mean(), abs=1e-3)
-            by_face = np.array([real[face == k].mean() for k in range(len(syn))])[face]
-            by_skin = np.array([real[skin == k].mean() for k in range(4)])[skin]
+            start_real = np.array(rows[f"{start}, error"][s]["real"])
+            assert out["error_real"][s]["stage"] == pytest.approx((start_real + real).mean(), abs=2e-4)
+            assert out["error_real"][s]["start"] == pytest.approx(start_real.mean(), abs=2e-4)
+            assert out["error_real"][s]["better of the two per photo"] == pytest.approx(
+                (start_real + np.minimum(real, 0)).mean(), abs=2e-4)
+            assert out["auc_real"][s]["S0's own error, small (known only here)"] == pytest.approx(
+                auc(-np.array(rows["GC, error"][s]["real"]), real > 0), abs=2e-3)
+            by_face = np.array([real[face == k].mean() for k in range(n_faces)])[face]
+            by_skin = np.array([real[skin == k].mean() for k in range(n_skins)])[skin]
             split = out["split_of_real_variance"][s]
             assert split["between_faces"] == pytest.approx(by_face.var() / real.var(), abs=2e-3)
             assert split["between_textures"] == pytest.approx(by_skin.var() / real.var(), abs=2e-3)
-            assert sum(split.values()) == pytest.approx(1, abs=2e-3)
             assert out["real_vs_synthetic_same_face_r"][s] == pytest.approx(
                 np.corrcoef(real, syn[face])[0, 1], abs=2e-3)
