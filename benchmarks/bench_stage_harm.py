@@ -27,7 +27,7 @@ What it measures:
 
 Usage::
 
-    python benchmarks/bench_stage_harm.py                 # seeds 0 1 2 (80 s cached; trained when not: ~8 min each)
+    python benchmarks/bench_stage_harm.py                 # seeds 0 1 2 (60 s cached; trained when not: ~8 min each)
     python benchmarks/bench_stage_harm.py --as-cut --out benchmarks/results/stage_harm_as_cut.json
 """
 import _common
@@ -92,9 +92,10 @@ def fit_numbers(d):
                             np.asarray(d.fit_alpha, np.float64)[:, :20]])
 
 
-def s0_error_predicted(train, test, features, ridge=1.0):
-    """S0's error against S_hat (mm) for the records of ``test``, predicted from ``features(split)`` (M, F)
-    by a ridge regression on the standardised features, fitted on ``train``'s records (no network)."""
+def s0_error_reader(train, train_error, features, ridge=1.0):
+    """A ridge regression of S0's error against S_hat (mm), ``train_error`` (M,) of ``train``'s records, on
+    the standardised ``features(split)`` (M, F), fitted once on ``train`` (no network): the function that
+    reads the error of any split's records."""
     f_train = np.asarray(features(train), np.float64)
     mu, sd = f_train.mean(0), f_train.std(0) + 1e-12
 
@@ -103,8 +104,13 @@ def s0_error_predicted(train, test, features, ridge=1.0):
 
     a = design(f_train)
     penalty = ridge * np.diag(np.r_[np.ones(a.shape[1] - 1), 0.0])      # the intercept is not shrunk
-    w = np.linalg.solve(a.T @ a + penalty, a.T @ metrics.mean_vertex_errors(train.s0, train.s_hat))
-    return design(features(test)) @ w
+    w = np.linalg.solve(a.T @ a + penalty, a.T @ train_error)
+    return lambda d: design(features(d)) @ w
+
+
+def change_if_dropped(drop, stage_error, start_error):
+    """How the mean error changes (mm) when the stage is dropped (its starting point kept) where ``drop``."""
+    return round(float(np.where(drop, start_error, stage_error).mean() - stage_error.mean()), 4)
 
 
 def main() -> None:
@@ -132,11 +138,14 @@ def main() -> None:
     record, texture = np.asarray(real.record), np.asarray(real.texture)
     train = data.load_split(lite, "train")
     s0_error = metrics.mean_vertex_errors(test.s0, test.s_hat)
-    readers = {f"its shape ({k} components)": shape_components(train, k) for k in (10, 20, 40)}
-    readers["the fit's own numbers"] = fit_numbers
-    read_error = {name: s0_error_predicted(train, test, f) for name, f in readers.items()}
-    read_train = {name: s0_error_predicted(train, train, f) for name, f in readers.items()}
     train_error = metrics.mean_vertex_errors(train.s0, train.s_hat)
+    features = {f"its shape ({k} components)": shape_components(train, k) for k in (10, 20, 40)}
+    features["the fit's own numbers"] = fit_numbers
+    readers = {name: s0_error_reader(train, train_error, f) for name, f in features.items()}
+    read_error = {name: read(test) for name, read in readers.items()}
+    read_train = {name: read(train) for name, read in readers.items()}
+    # a reading is "small" below the training photos' lowest quarter of the same reader's readings
+    read_cut = {name: np.percentile(v, 25) for name, v in read_train.items()}
     result = {"textures": list(real.texture_names), "delit": not args.as_cut, "seeds": args.seeds,
               "photos": {"synthetic": len(test), "real": len(real)},
               "per_photo": {"record": record.tolist(), "texture": texture.tolist()}}
@@ -144,7 +153,7 @@ def main() -> None:
         harm = {k: e[a] - e[b] for k, e in errors.items()}
         out = {"mean_harm": {}, "share_harmed": {}, "between_seeds_r": {}, "split_of_real_variance": {},
                "real_vs_synthetic_same_face_r": {}, "auc_real": {}, "error_real": {}, "drop_on_small_prior_move": {},
-               "error_line": {}}
+               "drop_on_small_read_error": {}, "error_line": {}}
         for seed in args.seeds:
             hs, hr = harm[seed, "synthetic"], harm[seed, "real"]
             e = errors[seed, "real"]
@@ -152,10 +161,10 @@ def main() -> None:
             out["share_harmed"][seed] = {n: round(float((harm[seed, n] > 0).mean()), 3) for n in ("synthetic", "real")}
             out["split_of_real_variance"][seed] = split_variance(hr, record, texture)
             out["real_vs_synthetic_same_face_r"][seed] = round(float(np.corrcoef(hr, hs[record])[0, 1]), 3)
-            seen = observables(preds[seed, "real"], stage)
+            seen = {n: observables(preds[seed, n], stage) for n in ("synthetic", "real")}
             out["auc_real"][seed] = {
                 "S0's own error, small (known only here)": rank(-e["GC"], hr),
-                **{f"{k}, small": rank(-v, hr) for k, v in seen.items()},
+                **{f"{k}, small": rank(-v, hr) for k, v in seen["real"].items()},
                 **{f"S0's error read from {k}, small": rank(-v[record], hr) for k, v in read_error.items()}}
             out["error_real"][seed] = {"stage": round(float(e[a].mean()), 4), "start": round(float(e[b].mean()), 4),
                                        "better of the two per photo": round(float(np.minimum(e[a], e[b]).mean()), 4)}
@@ -166,18 +175,16 @@ def main() -> None:
                                               "intercept_mm": round(float(intercept), 3),
                                               "break_even_mm": (round(float(intercept / (1 - slope)), 2)
                                                                 if slope < 1 else None)}
-            # the stage dropped where S0's error read from the fit is below the training photos' lowest quarter
-            out.setdefault("drop_on_small_read_error", {})[seed] = {
-                name: {n: round(float(np.where(v[rows] < np.percentile(read_train[name], 25), errors[seed, n][b],
-                                               errors[seed, n][a]).mean() - errors[seed, n][a].mean()), 4)
+            # the stage dropped where S0's error read from the fit is small
+            out["drop_on_small_read_error"][seed] = {
+                name: {n: change_if_dropped(v[rows] < read_cut[name], errors[seed, n][a], errors[seed, n][b])
                        for n, rows in (("synthetic", slice(None)), ("real", record))}
                 for name, v in read_error.items()}
-            # the stage dropped (its starting point kept) where the prior's move is in the synthetic lowest quarter
-            moves = {n: observables(preds[seed, n], stage)["the prior's move"] for n in ("synthetic", "real")}
+            # the stage dropped where the prior's move is in the synthetic photos' lowest quarter
+            moves = {n: seen[n]["the prior's move"] for n in ("synthetic", "real")}
             cut = np.percentile(moves["synthetic"], 25)
             out["drop_on_small_prior_move"][seed] = {
-                n: {"change_mm": round(float(np.where(moves[n] < cut, errors[seed, n][b], errors[seed, n][a]).mean()
-                                             - errors[seed, n][a].mean()), 4),
+                n: {"change_mm": change_if_dropped(moves[n] < cut, errors[seed, n][a], errors[seed, n][b]),
                     "share_dropped": round(float((moves[n] < cut).mean()), 3)} for n in ("synthetic", "real")}
         for i, s in enumerate(args.seeds):
             for t in args.seeds[i + 1:]:
